@@ -1,0 +1,169 @@
+"""Primitives shared by every module: layer lookup, width rounding, input checks, the gate and conv-norm-act."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = ["LayerType", "get_layer", "make_divisible", "check_input", "check_positive", "Gate", "ConvNormAct"]
+
+LayerType = Union[str, type[nn.Module], Callable[..., nn.Module], None]
+"""A sub-layer given by name (``"relu"``, ``"hard_sigmoid"``, ``"BatchNorm2d"``), class, factory or ``None``."""
+
+
+class _Softmax(nn.Softmax):
+    """Softmax over dim 1 by default (the branch or channel axis of an (N, C, ...) tensor)."""
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__(dim=dim)
+
+
+# One table, names normalised by lower-casing and dropping "_" and "-" (so "hard_sigmoid" == "hardsigmoid").
+_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "identity": nn.Identity,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "leakyrelu": nn.LeakyReLU,
+    "prelu": nn.PReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "mish": nn.Mish,
+    "hardswish": nn.Hardswish,
+    "hswish": nn.Hardswish,
+    "sigmoid": nn.Sigmoid,
+    "hardsigmoid": nn.Hardsigmoid,
+    "hsigmoid": nn.Hardsigmoid,
+    "tanh": nn.Tanh,
+    "softmax": _Softmax,
+    "batchnorm": nn.BatchNorm2d,
+    "batchnorm2d": nn.BatchNorm2d,
+    "syncbatchnorm": nn.BatchNorm2d,  # equal to BatchNorm2d in eval and on one process
+    "bn": nn.BatchNorm2d,
+    "groupnorm": nn.GroupNorm,
+    "layernorm": nn.LayerNorm,
+    "instancenorm2d": nn.InstanceNorm2d,
+}
+
+
+def get_layer(spec: LayerType, *args: Any, arg_name: str = "layer", **kwargs: Any) -> nn.Module:
+    """Build a sub-layer from a name, a class or a factory; ``None`` gives ``nn.Identity``.
+
+    Positional and keyword arguments go to the constructor (a norm layer's channel count, say).
+    A string that names no known layer raises ``ValueError`` naming ``arg_name``.
+    """
+    if spec is None:
+        return nn.Identity()
+    if isinstance(spec, str):
+        key = spec.lower().replace("_", "").replace("-", "")
+        if key not in _LAYERS:
+            raise ValueError(f"{arg_name}={spec!r} is not a known layer; expected one of {sorted(_LAYERS)}")
+        spec = _LAYERS[key]
+    if isinstance(spec, nn.Module):
+        raise TypeError(f"{arg_name} must be a layer class or factory, not a module instance ({spec!r})")
+    if not callable(spec):
+        raise TypeError(f"{arg_name} must be a string, a layer class or a factory, got {type(spec).__name__}")
+    return spec(*args, **kwargs)
+
+
+def make_divisible(v: float, divisor: int | None = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round a width ``v`` to a multiple of ``divisor`` (timm's rule); ``divisor=None`` floors ``v`` instead.
+
+    With a divisor: nearest multiple, at least ``min_value`` (default ``divisor``), and bumped one step up
+    when rounding would lose more than ``1 - round_limit`` of ``v``. Without: ``floor(v)`` (SE, CBAM papers).
+    """
+    if divisor is None:
+        return int(math.floor(v + 1e-9))
+    min_value = min_value if min_value is not None else divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def check_positive(owner: str, **values: int) -> None:
+    """Constructor check: each named value is an int ≥ 1, else ``ValueError`` naming it."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
+
+
+def check_input(owner: nn.Module, x: Any, channels: int | None) -> None:
+    """Forward check: ``x`` is a floating (N, C, H, W) tensor with ``channels`` channels (``None``: any).
+
+    Raises ``TypeError``/``ValueError`` naming the module, the argument and what was expected. Only static
+    properties are read (rank, dtype, channel dim), so the check is free under tracing and export.
+    """
+    name = type(owner).__name__
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected input x to be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected input x of shape (N, C, H, W), got a {x.dim()}-D tensor {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point input x, got dtype {x.dtype}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name}: expected input x with {channels} channels (dim 1), got {x.shape[1]}")
+
+
+class Gate(nn.Module):
+    """Turns attention logits into weights; every module applies its weights through one of these.
+
+    It is the single hook point for :func:`plugattn.capture`: its output is the attention map.
+
+    Args:
+        gate_layer: the activation (``"sigmoid"``, ``"hard_sigmoid"``, ``"softmax"``, a class or factory).
+    """
+
+    def __init__(self, gate_layer: LayerType = "sigmoid", **kwargs: Any) -> None:
+        super().__init__()
+        self.fn = get_layer(gate_layer, arg_name="gate_layer", **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
+class ConvNormAct(nn.Sequential):
+    """``conv`` → ``bn`` (optional) → ``act`` (optional): the conv block every family uses.
+
+    Children are named ``conv``, ``bn`` and ``act`` and absent when not used, so state_dict keys are
+    ``conv.weight``, ``conv.bias`` (if ``bias``), ``bn.*``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        *,
+        stride: int = 1,
+        padding: int | None = None,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        norm_layer: LayerType = nn.BatchNorm2d,
+        act_layer: LayerType = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias,
+            device=device, dtype=dtype,
+        )
+        if norm_layer is not None:
+            self.bn = get_layer(norm_layer, out_channels, arg_name="norm_layer", device=device, dtype=dtype)
+        if act_layer is not None:
+            self.act = get_layer(act_layer, arg_name="act_layer")
+
+
+def bn_momentum(momentum: float) -> Callable[..., nn.Module]:
+    """A BatchNorm2d factory with the given momentum (CBAM and Triplet use 0.01)."""
+    return partial(nn.BatchNorm2d, momentum=momentum)

@@ -1,0 +1,45 @@
+"""Test helpers shared by the suite: seeded random modules and inputs, tolerance table."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+# Tolerances by dtype (atol, rtol) for comparing two formulations of the same math.
+TOL = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.bfloat16: (5e-2, 5e-2),
+    torch.float16: (5e-3, 5e-3),
+}
+
+
+@torch.no_grad()
+def randomize_(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Module:
+    """Give every parameter and BatchNorm buffer random values, so that no part is an identity.
+
+    Zero-initialised scales (DANet's gamma, SeaFormer's proj BN) would otherwise hide whole branches.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        p.copy_(scale * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.running_mean is not None:
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+            if m.weight is not None:
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+    return module
+
+
+def rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Seeded standard-normal tensor, drawn on CPU."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+
+def as_tuple(y) -> tuple[Tensor, ...]:
+    """Module outputs as a tuple (heads return several maps)."""
+    return tuple(y) if isinstance(y, (tuple, list)) else (y,)
