@@ -1,0 +1,1 @@
+"""Measurement and inspection: cost (params/FLOPs), benchmarks, attention capture."""

@@ -1,0 +1,75 @@
+"""Parameters and FLOPs of every registered module; the ``plugattn list`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .. import registry
+
+__all__ = ["count_params", "count_flops", "module_table"]
+
+HELP = "list the registered modules with their paper, parameters and FLOPs"
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def count_flops(module: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass (matmuls and convs, as counted by ``torch.utils.flop_counter``).
+
+    A multiply-add counts as 2 FLOPs; elementwise work (pooling, gating) is not counted.
+    """
+    with FlopCounterMode(display=False) as counter:
+        module(x)
+    return int(counter.get_total_flops())
+
+
+def module_table(channels: int = 64, size: tuple[int, int] = (56, 56), batch: int = 1) -> list[dict]:
+    """One row per registered module: name, paper, year, kind, params, FLOPs at (batch, channels, *size)."""
+    rows = []
+    x = torch.randn(batch, channels, *size)
+    for name in registry.list_modules():
+        meta = registry.info(name)
+        module = registry.create(name, channels).eval()
+        rows.append({
+            "name": name, "class": meta.cls.__name__, "paper": meta.paper, "year": meta.year, "kind": meta.kind,
+            "params": count_params(module), "flops": count_flops(module, x),
+        })
+    return rows
+
+
+def _human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.4g}{unit}"
+        n /= 1000
+    return f"{n:.4g}P"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``plugattn list``."""
+    parser.add_argument("--channels", "-c", type=int, default=64, help="input channels C (default 64)")
+    parser.add_argument("--size", "-s", type=int, nargs="+", default=[56], help="H [W] of the input (default 56)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the module table."""
+    if args.channels < 1:
+        raise SystemExit("plugattn list: --channels must be >= 1")
+    size = (args.size[0], args.size[-1])
+    rows = module_table(args.channels, size)
+    print(f"plugattn modules at input (1, {args.channels}, {size[0]}, {size[1]})\n")
+    header = f"{'name':<16}{'class':<26}{'year':>5}  {'kind':<16}{'params':>9}{'FLOPs':>10}  paper"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:<16}{r['class']:<26}{r['year']:>5}  {r['kind']:<16}{_human(r['params']):>9}"
+              f"{_human(r['flops']):>10}  {r['paper']}")
+    return 0
