@@ -1,0 +1,177 @@
+"""Speed and memory of registered modules; the ``plugattn bench`` command.
+
+For each module at one input shape, dtype, memory format and device: parameters, FLOPs (matmuls and
+convolutions, attention's included, by ``torch.utils.flop_counter``), forward and forward+backward
+latency (warm-up, then the median and interquartile range of repeated runs) and peak extra memory of
+one forward pass (see :mod:`plugattn.analysis.memory`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .. import registry
+from .cost import count_flops, count_params
+from .memory import peak_memory_mib
+
+__all__ = ["bench", "time_fn", "to_markdown"]
+
+HELP = "measure parameters, FLOPs, latency and peak memory of modules"
+
+_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def time_fn(fn: Callable[[], object], *, repeats: int = 20, warmup: int = 3, device: str = "cpu") -> dict[str, float]:
+    """Run ``fn`` ``warmup`` times, then time ``repeats`` runs: median, 25th and 75th percentile in ms."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "p25": q[0], "p75": q[2]}
+
+
+def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """A closure running one forward and backward pass (sum of the first output) on a copy of ``x``."""
+    x = x.detach().clone().requires_grad_()
+
+    def step() -> None:
+        out = module(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.sum().backward()
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+
+    return step
+
+
+def bench(
+    names: list[str] | None = None,
+    shape: tuple[int, int, int, int] = (8, 64, 56, 56),
+    *,
+    dtype: str = "float32",
+    memory_format: str = "contiguous",
+    device: str = "cpu",
+    repeats: int = 20,
+    warmup: int = 3,
+    memory: bool = True,
+    backward: bool = True,
+) -> list[dict]:
+    """Measure modules (default: all registered) on a random input of ``shape``; one dict per module."""
+    names = names or registry.list_modules()
+    if memory_format not in _FORMATS:
+        raise ValueError(f"bench: memory_format must be one of {sorted(_FORMATS)}, got {memory_format!r}")
+    if len(shape) != 4:
+        raise ValueError(f"bench: shape must be (N, C, H, W), got {shape!r}")
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise ValueError(f"bench: dtype must name a floating torch dtype, got {dtype!r}")
+    fmt = _FORMATS[memory_format]
+    n, c, h, w = shape
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        module = registry.create(name, c).to(device=device, dtype=torch_dtype, memory_format=fmt).eval()
+        x = torch.randn(n, c, h, w, device=device, dtype=torch_dtype).to(memory_format=fmt)
+        row: dict = {"name": name, "shape": list(shape), "dtype": dtype, "memory_format": memory_format,
+                     "device": device, "params": count_params(module), "flops": count_flops(module, x)}
+        with torch.no_grad():
+            row["forward_ms"] = time_fn(lambda: module(x), repeats=repeats, warmup=warmup, device=device)
+        if backward:
+            row["backward_ms"] = time_fn(forward_backward(module.train(), x), repeats=repeats, warmup=warmup,
+                                         device=device)
+            module.eval()
+        if memory:
+            row["peak_mib"] = peak_memory_mib("plugattn:create", [name, c], shape=shape, dtype=dtype, device=device,
+                                              channels_last=memory_format == "channels_last")
+        rows.append(row)
+    return rows
+
+
+def _fmt_ms(t: dict | None) -> str:
+    return "—" if t is None else f"{t['median']:.3f} ({t['p25']:.3f}–{t['p75']:.3f})"
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """A markdown table of :func:`bench` rows."""
+    lines = ["| module | params | GFLOPs | forward ms (IQR) | fwd+bwd ms (IQR) | peak extra MiB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        mem = f"{r['peak_mib']:.1f}" if "peak_mib" in r else "—"
+        lines.append(f"| {r['name']} | {r['params']:,} | {r['flops'] / 1e9:.4f} | {_fmt_ms(r['forward_ms'])} | "
+                     f"{_fmt_ms(r.get('backward_ms'))} | {mem} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str | Path) -> None:
+    """A PNG bar chart of forward and forward+backward latency per module (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - optional extra
+        raise SystemExit("plugattn bench --plot needs matplotlib: pip install 'plugattn[plot]'") from e
+    names = [r["name"] for r in rows]
+    fwd = [r["forward_ms"]["median"] for r in rows]
+    bwd = [r.get("backward_ms", {"median": 0})["median"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4))
+    idx = range(len(rows))
+    ax.bar([i - 0.2 for i in idx], fwd, width=0.4, label="forward")
+    ax.bar([i + 0.2 for i in idx], bwd, width=0.4, label="forward+backward")
+    ax.set_xticks(list(idx), names, rotation=60, ha="right")
+    ax.set_ylabel("ms (median)")
+    r0 = rows[0]
+    ax.set_title(f"plugattn bench: {tuple(r0['shape'])} {r0['dtype']} {r0['memory_format']} on {r0['device']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``plugattn bench``."""
+    parser.add_argument("names", nargs="*", help="modules to measure (default: all registered)")
+    parser.add_argument("--shape", type=int, nargs=4, default=[8, 64, 56, 56], metavar=("N", "C", "H", "W"))
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last input and module")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--no-backward", action="store_true", help="skip forward+backward timing")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--md", type=Path, help="write a markdown table here")
+    parser.add_argument("--plot", type=Path, help="write a PNG chart here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the table."""
+    for name in args.names:
+        registry.info(name)  # unknown names fail before any measurement
+    rows = bench(args.names or None, tuple(args.shape), dtype=args.dtype,
+                 memory_format="channels_last" if args.channels_last else "contiguous", device=args.device,
+                 repeats=args.repeats, warmup=args.warmup, memory=not args.no_memory, backward=not args.no_backward)
+    table = to_markdown(rows)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.md:
+        args.md.write_text(table + "\n")
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
