@@ -20,10 +20,13 @@ def randomize_(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Modul
     """Give every parameter and BatchNorm buffer random values, so that no part is an identity.
 
     Zero-initialised scales (DANet's gamma, SeaFormer's proj BN) would otherwise hide whole branches.
+    Weight tensors (≥ 2-D) get std ``1/sqrt(fan_in)`` so that deep stacks keep activations O(1);
+    vectors (biases, scales) get std ``scale``.
     """
     g = torch.Generator().manual_seed(seed)
     for name, p in module.named_parameters():
-        p.copy_(scale * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+        std = scale if p.dim() < 2 else 1.0 / max(1, p[0].numel()) ** 0.5
+        p.copy_(std * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             if m.running_mean is not None:

@@ -9,7 +9,8 @@ import plugattn
 from plugattn.cli import main
 
 # Names users rely on (DESIGN.md); removing one must fail this test.
-API = {"list_modules", "info", "get", "create", "from_official", "list_official", "register", "LayerType", "ModuleInfo"}
+API = {"list_modules", "info", "get", "create", "from_official", "list_official", "register", "LayerType", "ModuleInfo",
+       "insert", "inserted", "capture", "compose", "Squeeze", "Excite", "Gate", "Reweight"}
 
 
 def test_api_surface():

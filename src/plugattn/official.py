@@ -2,7 +2,9 @@
 
 Each module family registers one converter next to its class (``@official("se")``). A converter takes the
 official constructor's keyword arguments and returns ``(module, key_map)``: the plugattn module built with
-the equivalent arguments and a function mapping one official state_dict key to ours (or ``None`` to drop it).
+the equivalent arguments and a function mapping one official state_dict key to ours (or ``None`` to drop it);
+it may return a third item, a function applied to the whole official state_dict first (to merge tensors,
+e.g. SK's per-branch heads into one layer).
 Tensors whose shapes differ only by singleton dims (1×1 conv vs. linear) are reshaped here, in one place.
 """
 
@@ -62,13 +64,19 @@ def from_official(name: str, state_dict: Mapping[str, Tensor] | None = None, **o
             arguments (activations, norm layers) may be given as classes or by name (``"ReLU6"``).
 
     Returns:
-        The module, with the converted weights loaded (strictly: every key must be used).
+        The module, with the converted weights loaded (strictly: every key must be used), in the
+        checkpoint's floating dtype.
     """
     if name not in _CONVERTERS:
         raise ValueError(f"from_official: unknown name {name!r}; expected one of: {', '.join(list_official())}")
-    module, key_map = _CONVERTERS[name](**official_kwargs)
+    module, key_map, *prepare = _CONVERTERS[name](**official_kwargs)
     if state_dict is None:
         return module
+    if prepare:
+        state_dict = prepare[0](state_dict)
+    dtypes = {v.dtype for v in state_dict.values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # float64 checkpoints load without rounding through float32
+        module = module.to(dtypes.pop())
     ours = module.state_dict()
     converted: dict[str, Tensor] = {}
     for key, value in state_dict.items():

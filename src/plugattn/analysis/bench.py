@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,10 +21,10 @@ import torch
 import torch.nn as nn
 
 from .. import registry
-from .cost import count_flops, count_params
+from .cost import _human, count_flops, count_params
 from .memory import peak_memory_mib
 
-__all__ = ["bench", "time_fn", "to_markdown"]
+__all__ = ["bench", "time_fn", "time_interleaved", "paired_ratio", "forward_backward", "to_markdown"]
 
 HELP = "measure parameters, FLOPs, latency and peak memory of modules"
 
@@ -41,8 +43,54 @@ def time_fn(fn: Callable[[], object], *, repeats: int = 20, warmup: int = 3, dev
         fn()
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
+    return _stats(times)
+
+
+def _stats(times: list[float]) -> dict[str, float]:
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2]}
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2, min_sample_ms: float = 20.0,
+    device: str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Time several functions side by side: median, 25th and 75th percentile in ms per call, per name.
+
+    Each function is warmed up, then called ``k`` times per sample, with ``k`` chosen so that one sample takes
+    at least ``min_sample_ms`` (timer resolution, short kernels). The samples are interleaved: round r times
+    every function once, in forward order on even rounds and reverse order on odd rounds, so slow drifts of
+    the machine (other processes, clock changes) hit every function alike and cancel in the ratios.
+    """
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    counts = {}
+    for name, fn in fns.items():
+        for _ in range(max(1, warmup)):
+            fn()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        once = max(time.perf_counter() - t0, 1e-6)
+        counts[name] = max(1, math.ceil(min_sample_ms / 1e3 / once))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else reversed(names):
+            fn, k = fns[name], counts[name]
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            sync()
+            samples[name].append((time.perf_counter() - t0) * 1e3 / k)
+    return {name: {**_stats(ts), "calls_per_sample": counts[name], "times": ts} for name, ts in samples.items()}
+
+
+def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
+    """Median over rounds of ``time[num] / time[den]`` from :func:`time_interleaved` (the two were timed in the
+    same round, so a drift of the machine between rounds cancels)."""
+    return statistics.median(a / b for a, b in zip(timings[num]["times"], timings[den]["times"]))
 
 
 def forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -88,7 +136,8 @@ def bench(
         module = registry.create(name, c).to(device=device, dtype=torch_dtype, memory_format=fmt).eval()
         x = torch.randn(n, c, h, w, device=device, dtype=torch_dtype).to(memory_format=fmt)
         row: dict = {"name": name, "shape": list(shape), "dtype": dtype, "memory_format": memory_format,
-                     "device": device, "params": count_params(module), "flops": count_flops(module, x)}
+                     "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                     "params": count_params(module), "flops": count_flops(module, x)}
         with torch.no_grad():
             row["forward_ms"] = time_fn(lambda: module(x), repeats=repeats, warmup=warmup, device=device)
         if backward:
@@ -106,13 +155,24 @@ def _fmt_ms(t: dict | None) -> str:
     return "—" if t is None else f"{t['median']:.3f} ({t['p25']:.3f}–{t['p75']:.3f})"
 
 
-def to_markdown(rows: list[dict]) -> str:
-    """A markdown table of :func:`bench` rows."""
-    lines = ["| module | params | GFLOPs | forward ms (IQR) | fwd+bwd ms (IQR) | peak extra MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
+def caption(rows: list[dict]) -> str:
+    """One line saying what the :func:`bench` rows measured: shape, dtype, memory format, device, threads."""
+    if not rows:
+        return ""
+    r = rows[0]
+    where = r["device"] if r["device"] != "cpu" else f"cpu, {r.get('threads', '?')} threads"
+    return (f"Input {tuple(r['shape'])}, {r['dtype']}, {r['memory_format']}, on {where} (torch {r.get('torch', '?')}); "
+            f"latency: median and interquartile range in ms; peak extra memory of one forward pass.")
+
+
+def to_markdown(rows: list[dict], *, with_caption: bool = False) -> str:
+    """A markdown table of :func:`bench` rows (``with_caption``: preceded by :func:`caption` and a blank line)."""
+    lines = [caption(rows), ""] if with_caption else []
+    lines += ["| module | params | FLOPs | forward ms (IQR) | fwd+bwd ms (IQR) | peak extra MiB |",
+              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         mem = f"{r['peak_mib']:.1f}" if "peak_mib" in r else "—"
-        lines.append(f"| {r['name']} | {r['params']:,} | {r['flops'] / 1e9:.4f} | {_fmt_ms(r['forward_ms'])} | "
+        lines.append(f"| {r['name']} | {r['params']:,} | {_human(r['flops'])} | {_fmt_ms(r['forward_ms'])} | "
                      f"{_fmt_ms(r.get('backward_ms'))} | {mem} |")
     return "\n".join(lines)
 
@@ -152,6 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-backward", action="store_true", help="skip forward+backward timing")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
@@ -163,10 +224,13 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print the table."""
     for name in args.names:
         registry.info(name)  # unknown names fail before any measurement
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["PLUGATTN_BENCH_THREADS"] = str(args.threads)  # the memory subprocesses too
     rows = bench(args.names or None, tuple(args.shape), dtype=args.dtype,
                  memory_format="channels_last" if args.channels_last else "contiguous", device=args.device,
                  repeats=args.repeats, warmup=args.warmup, memory=not args.no_memory, backward=not args.no_backward)
-    table = to_markdown(rows)
+    table = to_markdown(rows, with_caption=True)
     print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

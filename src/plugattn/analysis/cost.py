@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``plugattn list``."""
     parser.add_argument("--channels", "-c", type=int, default=64, help="input channels C (default 64)")
     parser.add_argument("--size", "-s", type=int, nargs="+", default=[56], help="H [W] of the input (default 56)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table with the official sources")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +66,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("plugattn list: --channels must be >= 1")
     size = (args.size[0], args.size[-1])
     rows = module_table(args.channels, size)
+    if args.markdown:
+        print(f"| name | class | paper | year | kind | official source | params | FLOPs at (1, {args.channels}, "
+              f"{size[0]}, {size[1]}) |")
+        print("|---|---|---|---:|---|---|---:|---:|")
+        for r in rows:
+            meta = registry.info(r["name"])
+            print(f"| `{r['name']}` | `{r['class']}` | [{r['paper']}]({meta.url}) | {r['year']} | {r['kind']} | "
+                  f"{meta.official} | {_human(r['params'])} | {_human(r['flops'])} |")
+        return 0
     print(f"plugattn modules at input (1, {args.channels}, {size[0]}, {size[1]})\n")
     header = f"{'name':<16}{'class':<26}{'year':>5}  {'kind':<16}{'params':>9}{'FLOPs':>10}  paper"
     print(header)

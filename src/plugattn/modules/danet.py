@@ -7,11 +7,14 @@ commit b0a0fa00). Written from the paper and from ``reference/SPEC.md``; no offi
 
 Memory. The official PAM builds the whole (H·W) × (H·W) attention matrix: at 128×128 with batch 2 that is
 2 GiB for the energy plus 2 GiB for its softmax. :class:`PositionAttention` instead processes the query
-positions in blocks (``torch.split`` over the flattened positions, one ``bmm`` → ``Gate`` → ``bmm`` per block,
-then ``torch.cat``); each block's matrix stays under ``block_budget`` bytes, so the extra memory of the forward
-pass is O(N·C + block_budget) instead of O(N²). Every attention row is computed by the same reduction as in
-the official formula, so the result equals it to float32 round-off; with one block (small maps, or
-``block_budget=None``) the operations are exactly the official ones.
+positions in blocks (``torch.split`` over the flattened positions, one ``bmm`` → ``Gate`` → ``bmm`` per block);
+each block's matrix stays under ``block_budget`` bytes (default 16 MiB), and each block's ``γ·out + x`` is
+written straight into its slice of the preallocated output (no list of block outputs, no ``torch.cat`` copy, no
+separate full-size ``γ·out``), so the extra memory of the forward pass is the output, Q, K, V and two blocks:
+O(H·W·C + block_budget) instead of O((H·W)²). Measured at 128×128, C = 512, batch 2 (``benchmarks/targets.py``):
+about 190 MiB against about 4.2 GiB for the official formula. Every attention row is computed by the same
+reduction as in the official formula, so the result equals it to float32 round-off; with one block (small maps,
+or ``block_budget=None``) the operations are exactly the official ones.
 
 Tracing and export. The number of blocks is plain Python arithmetic on ``x.shape`` (batch, H·W, itemsize),
 evaluated at call time, and the blocks are a Python loop over ``torch.split``. ``torch.compile`` and
@@ -37,17 +40,83 @@ from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive,
 from ..official import official, rename_prefix
 from ..registry import register
 
-__all__ = ["PositionAttention", "ChannelAttention", "DualAttention", "DANetHead"]
+__all__ = ["PositionAttention", "ChannelAttention", "DualAttention", "DANetHead", "blockwise_attention",
+           "attention_block_rows"]
 
 _PAPER = "Dual Attention Network for Scene Segmentation"
 _URL = "https://arxiv.org/abs/1809.02983"
-_DEFAULT_BLOCK_BUDGET = 64 * 2**20  # bytes of one block of the attention matrix
+_DEFAULT_BLOCK_BUDGET = 16 * 2**20  # bytes of one block of the attention matrix (see PositionAttention)
 
 
 def _check_optional_positive(owner: str, **values: int | None) -> None:
     for name, v in values.items():
         if v is not None:
             check_positive(owner, **{name: v})
+
+
+def attention_block_rows(
+    batch: int, keys: int, itemsize: int, *, queries: int, query_block: int | None = None,
+    block_budget: int | None = _DEFAULT_BLOCK_BUDGET,
+) -> int:
+    """Query rows per block so that one block of logits (``batch`` × rows × ``keys`` × ``itemsize`` bytes)
+    stays under ``block_budget``; ``query_block`` overrides it and ``block_budget=None`` gives one block."""
+    if query_block is not None:
+        return query_block
+    if block_budget is None:
+        return queries
+    return max(1, block_budget // (batch * keys * itemsize))
+
+
+def _attend_block(q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, scale: float | None) -> Tensor:
+    # q: (N, rows, d), k: (N, d, S), v: (N, Cv, S) → (N, Cv, rows)
+    logits = torch.bmm(q, k)  # (N, rows, S)
+    if scale is not None:
+        logits = logits * scale
+    return torch.bmm(v, gate(logits).transpose(1, 2))  # gate: softmax over the keys
+
+
+def blockwise_attention(
+    q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, rows: int, *, scale: float | None = None,
+    grad_checkpoint: bool = False, residual: Tensor | None = None, res_scale: Tensor | None = None,
+) -> Tensor:
+    """Softmax attention ``v · gate(scale · q k)ᵀ`` computed over blocks of ``rows`` query positions.
+
+    Shapes: q (N, L, d), k (N, d, S), v (N, Cv, S) → (N, Cv, L). The L × S matrix is never built whole:
+    each block's logits (N, rows, S) go through ``gate`` (hooks see the blocks in order), then are
+    contracted with v. ``scale=None`` skips the multiply (DANet: no scaling). ``grad_checkpoint``
+    recomputes each block in the backward pass when gradients are recorded. The number of blocks is
+    static for a given input size (see the file docstring on tracing and export).
+
+    With ``residual`` (N, Cv, L) and ``res_scale`` (broadcastable), the result is
+    ``residual + res_scale · attention`` (DANet's ``γ·out + x``), fused block by block.
+
+    Memory: with one block (``rows >= L``) the operations are exactly the plain formula. With several, the
+    result is allocated once (``empty_like(residual)``, so it keeps the residual's strides, or (N, Cv, L))
+    and each block's output is written into its slice: no list of block outputs, no ``torch.cat`` copy, no
+    separate full-size ``res_scale · out`` and sum. Peak extra memory is the result plus two blocks of logits.
+    """
+    use_ckpt = grad_checkpoint and torch.is_grad_enabled()
+
+    def block(q_blk: Tensor) -> Tensor:
+        if use_ckpt:
+            return checkpoint(_attend_block, q_blk, k, v, gate, scale, use_reentrant=False)
+        return _attend_block(q_blk, k, v, gate, scale)
+
+    blocks = torch.split(q, rows, dim=1)
+    if len(blocks) == 1:  # the plain formula
+        out = block(q)  # (N, Cv, L)
+        return out if residual is None else residual + res_scale * out
+    n, length, cv = q.shape[0], q.shape[1], v.shape[1]
+    result = v.new_empty(n, cv, length) if residual is None else torch.empty_like(residual)
+    start = 0
+    for q_blk in blocks:
+        stop = start + q_blk.shape[1]
+        out = block(q_blk)  # (N, Cv, rows)
+        if residual is not None:
+            out = residual[:, :, start:stop] + res_scale * out
+        result[:, :, start:stop] = out  # written in place: the result is our own buffer
+        start = stop
+    return result  # (N, Cv, L)
 
 
 @register(
@@ -79,7 +148,7 @@ class PositionAttention(nn.Module):
         query_block: query positions per block; overrides ``block_budget``. Default: None.
         block_budget: largest size in bytes of one block of the attention matrix (batch × rows × H·W ×
             itemsize); the forward pass holds about two such blocks at a time. ``None`` computes the whole
-            matrix at once (the official formula; O((H·W)²) memory). Default: 64 MiB.
+            matrix at once (the official formula; O((H·W)²) memory). Default: 16 MiB.
         grad_checkpoint: when gradients are recorded, recompute each block in the backward pass instead of
             storing its attention (``torch.utils.checkpoint``), so training memory is also O(H·W·C + block).
             The ``gate`` then runs twice per block. Not in the official code. Default: False.
@@ -142,38 +211,27 @@ class PositionAttention(nn.Module):
 
     def block_rows(self, batch: int, positions: int, itemsize: int) -> int:
         """Query positions per block for an input of ``batch`` × ``positions`` (= H·W) of ``itemsize`` bytes."""
-        if self.query_block is not None:
-            return self.query_block
-        if self.block_budget is None:
-            return positions
-        return max(1, self.block_budget // (batch * positions * itemsize))
+        return attention_block_rows(batch, positions, itemsize, queries=positions, query_block=self.query_block,
+                                    block_budget=self.block_budget)
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        # q: (N, rows, C'), k: (N, C', HW), v: (N, C, HW) → (N, C, rows)
-        attn = self.gate(torch.bmm(q, k))  # (N, rows, HW): softmax over the keys
-        return torch.bmm(v, attn.transpose(1, 2))
-
-    def attend(self, x: Tensor) -> Tensor:
-        """The attention output ``V softmax(QᵀK)ᵀ`` (N, C, H, W), before the scale γ and the residual.
+    def attend(self, x: Tensor, *, residual: bool = False) -> Tensor:
+        """The attention output ``V softmax(QᵀK)ᵀ`` (N, C, H, W), before the scale γ and the residual;
+        with ``residual=True``, ``x + γ · V softmax(QᵀK)ᵀ`` (what :meth:`forward` returns), fused block by block.
 
         The input is made contiguous first (a copy only for channels_last or strided input): the logits are not
         scaled by 1/√d, so the softmax amplifies round-off, and layout-dependent conv kernels would make
         channels_last results differ from contiguous ones by more than float32 round-off of the output.
+        The residual reads ``x`` itself, so the output keeps x's memory format.
         """
-        x = x.contiguous()
         n, c, h, w = x.shape
-        q = self.query(x).flatten(2).transpose(1, 2)  # (N, HW, C')
-        k = self.key(x).flatten(2)  # (N, C', HW)
-        v = self.value(x).flatten(2)  # (N, C, HW)
+        xc = x.contiguous()
+        q = self.query(xc).flatten(2).transpose(1, 2)  # (N, HW, C')
+        k = self.key(xc).flatten(2)  # (N, C', HW)
+        v = self.value(xc).flatten(2)  # (N, C, HW)
         rows = self.block_rows(n, h * w, x.element_size())
-        use_ckpt = self.grad_checkpoint and torch.is_grad_enabled()
-        outs = []
-        for q_blk in torch.split(q, rows, dim=1):  # static number of blocks for a given input size
-            if use_ckpt:
-                outs.append(checkpoint(self._attend, q_blk, k, v, use_reentrant=False))
-            else:
-                outs.append(self._attend(q_blk, k, v))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (N, C, HW)
+        res = x.flatten(2) if residual else None  # (N, C, HW): a view for contiguous and channels_last x
+        out = blockwise_attention(q, k, v, self.gate, rows, grad_checkpoint=self.grad_checkpoint, residual=res,
+                                  res_scale=self.gamma if residual else None)  # (N, C, HW)
         return out.view(n, c, h, w)
 
     def attention_rows(self, x: Tensor, index: int | Sequence[int] | Tensor) -> Tensor:
@@ -192,7 +250,7 @@ class PositionAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        return x + self.gamma * self.attend(x)  # x first: the output keeps x's memory format
+        return self.attend(x, residual=True)  # x + γ·out, block by block
 
 
 @register(
@@ -284,7 +342,7 @@ class DualAttention(nn.Module):
         rd_ratio: PAM query/key width ratio (floored). Default: 1/8.
         rd_channels: PAM query/key width, overriding ``rd_ratio``. Default: None.
         query_block: PAM query positions per block (see :class:`PositionAttention`). Default: None.
-        block_budget: PAM block budget in bytes; ``None``: one block. Default: 64 MiB.
+        block_budget: PAM block budget in bytes; ``None``: one block. Default: 16 MiB.
         grad_checkpoint: PAM recomputes each block in the backward pass. Default: False.
 
     Shape:
@@ -320,7 +378,7 @@ class DualAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        return x + self.pam.gamma * self.pam.attend(x) + self.cam.gamma * self.cam.attend(x)
+        return self.pam.attend(x, residual=True) + self.cam.gamma * self.cam.attend(x)  # (x + α·PAM) + β·CAM
 
 
 @register(
@@ -351,7 +409,7 @@ class DANetHead(nn.Module):
         act_layer: activation after each norm. Default: ReLU.
         drop_rate: Dropout2d probability before the classifiers. Default: 0.1.
         query_block: PAM query positions per block (see :class:`PositionAttention`). Default: None.
-        block_budget: PAM block budget in bytes; ``None``: one block. Default: 64 MiB.
+        block_budget: PAM block budget in bytes; ``None``: one block. Default: 16 MiB.
         grad_checkpoint: PAM recomputes each block in the backward pass. Default: False.
 
     Shape:

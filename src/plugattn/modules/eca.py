@@ -2,6 +2,10 @@
 
 Paper: Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural
 Networks", CVPR 2020. https://arxiv.org/abs/1910.03151 — official code: https://github.com/BangguWu/ECANet
+
+Variant in this file: circular ECA (``ceca``), timm's ``layers.eca.CecaModule`` (by Chris Ha,
+https://github.com/VRandme, contributed to timm: https://github.com/huggingface/pytorch-image-models; not in the
+ECA paper): the same 1-D conv across channels with circular instead of zero padding.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from .._layers import Gate, LayerType, check_input, check_positive
 from ..official import official, rename_prefix
 from ..registry import register
 
-__all__ = ["EfficientChannelAttention", "eca_kernel_size"]
+__all__ = ["EfficientChannelAttention", "CircularECA", "eca_kernel_size"]
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
@@ -84,3 +88,93 @@ class EfficientChannelAttention(nn.Module):
 def _eca(channel: int, k_size: int = 3):
     """BangguWu/ECANet ``eca_layer(channel, k_size)``: k is given, not adaptive."""
     return EfficientChannelAttention(channel, kernel_size=k_size), rename_prefix()
+
+
+@register(
+    "ceca", paper="ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks (circular variant)",
+    year=2020, url="https://arxiv.org/abs/1910.03151", kind="channel",
+    official="timm layers.eca.CecaModule (Chris Ha)",
+)
+class CircularECA(nn.Module):
+    r"""Circular ECA: :math:`y = x \cdot \sigma(\mathrm{conv1d}_k(\mathrm{pad}_\circ(\mathrm{GAP}(x))))`.
+
+    ECA with the channel sequence padded circularly (channel C−1 is a neighbour of channel 0), as in
+    timm's ``CecaModule``, where it was introduced; not in the ECA paper. Channels have no natural order, so
+    the wrap-around removes the zero-padding edge effect at both ends without adding parameters.
+
+    timm's rules are kept: the adaptive kernel is ψ(C) bumped to at least 3 (``max(ψ(C), 3)``), and the
+    conv has no bias unless ``bias=True`` (timm enables a bias when its ``act_layer`` is given, yet never
+    applies that activation; ``from_official("ceca_timm", act_layer=...)`` reproduces this).
+
+    Args:
+        channels: C, input channels.
+        kernel_size: k (odd). Default: None, i.e. max(ψ(C), 3) with γ, b below.
+        gamma: γ of ψ(C). Default: 2.
+        beta: b of ψ(C). Default: 1.
+        bias: a bias on the 1-D conv. Default: False.
+        gate_layer: σ. Default: sigmoid.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W).
+
+    Examples:
+        >>> m = CircularECA(16)
+        >>> m.kernel_size, m(torch.randn(1, 16, 4, 4)).shape
+        (3, torch.Size([1, 16, 4, 4]))
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int | None = None,
+        gamma: float = 2,
+        beta: float = 1,
+        bias: bool = False,
+        gate_layer: LayerType = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, channels=channels)
+        if kernel_size is None:
+            kernel_size = max(eca_kernel_size(channels, gamma, beta), 3)
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"{owner}: kernel_size must be a positive odd int, got {kernel_size!r}")
+        if kernel_size // 2 > channels:
+            raise ValueError(f"{owner}: kernel_size={kernel_size} wraps around more than once for channels={channels}; "
+                             f"circular padding needs kernel_size // 2 <= channels")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.padding = kernel_size // 2
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=0, bias=bias, device=device, dtype=dtype)
+        self.gate = Gate(gate_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels)
+        n, c = x.shape[:2]
+        s = x.mean((2, 3)).view(n, 1, c)  # (N, 1, C)
+        p = self.padding
+        if p > 0:  # circular padding by concatenation (export-friendly; equal to F.pad(mode="circular"))
+            s = torch.cat([s[..., c - p:], s, s[..., :p]], dim=-1)  # (N, 1, C + 2p)
+        w = self.gate(self.conv(s).view(n, c, 1, 1))
+        return x * w
+
+
+@official("ceca_timm")
+def _ceca_timm(channels: int | None = None, kernel_size: int = 3, gamma: float = 2, beta: float = 1,
+               act_layer: LayerType = None, gate_layer: LayerType = "sigmoid"):
+    """timm ``CecaModule(channels=None, kernel_size=3, gamma=2, beta=1, act_layer=None, gate_layer='sigmoid')``.
+
+    As in timm, given ``channels`` the kernel is adaptive and ``kernel_size`` is ignored; ``act_layer`` only
+    turns the conv bias on (timm never applies it). ``channels`` is required here (timm's ``channels=None``
+    form, a fixed kernel for any channel count, has no plugattn equivalent).
+    """
+    if channels is None:
+        raise TypeError("from_official('ceca_timm'): channels is required (plugattn modules are built for a "
+                        "channel count)")
+    del kernel_size  # timm ignores it when channels is given
+    module = CircularECA(channels, gamma=gamma, beta=beta, bias=act_layer is not None,
+                         gate_layer=gate_layer)
+    return module, rename_prefix()

@@ -6,6 +6,10 @@ https://arxiv.org/abs/1709.01507 — official code (Caffe): https://github.com/h
 Default = the official Caffe structure (biased 1×1 convs, width ⌊C/16⌋, ReLU, sigmoid), which is also
 timm's legacy ``senet.SEModule`` that carries the converted official weights. ``bias=False`` gives the
 moskomule/senet.pytorch port; ``rd_divisor=8`` gives timm's ``layers.SEModule`` rounding.
+
+Variant in this file: effective SE (eSE, ``ese``) from Lee, Park, "CenterMask: Real-Time Anchor-Free Instance
+Segmentation", CVPR 2020, https://arxiv.org/abs/1911.06667 — official code:
+https://github.com/youngwanLEE/vovnet-detectron2 (``eSEModule``); timm ``layers.EffectiveSEModule``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from .._layers import Gate, LayerType, check_input, check_positive, get_layer, m
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
-__all__ = ["SqueezeExcite"]
+__all__ = ["SqueezeExcite", "EffectiveSqueezeExcite"]
 
 
 @register(
@@ -110,3 +114,72 @@ def _se_timm(channels: int, **kwargs):
         rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
     kwargs.setdefault("act_layer", "relu")
     return SqueezeExcite(channels, rd_channels=rd_channels, **kwargs), rename_prefix(("bn.", "norm."))
+
+
+@register(
+    "ese", paper="CenterMask: Real-Time Anchor-Free Instance Segmentation", year=2020,
+    url="https://arxiv.org/abs/1911.06667", kind="channel",
+    official="youngwanLEE/vovnet-detectron2 eSEModule; timm layers.EffectiveSEModule",
+)
+class EffectiveSqueezeExcite(nn.Module):
+    r"""Effective SE (eSE, VoVNetV2): one C → C FC and a hard sigmoid, :math:`y = x \cdot \sigma_h(W\,\mathrm{GAP}(x) + b)`.
+
+    SE's two FCs with a C/r bottleneck lose channel information; eSE keeps one C → C layer (a 1×1 conv
+    with bias) and gates with the hard sigmoid σ_h(z) = ReLU6(z + 3)/6 (the official ``Hsigmoid``, equal
+    to ``nn.Hardsigmoid``).
+
+    Paper: Lee, Park, "CenterMask: Real-Time Anchor-Free Instance Segmentation", CVPR 2020 (VoVNetV2).
+    https://arxiv.org/abs/1911.06667 — official code: https://github.com/youngwanLEE/vovnet-detectron2
+    (``vovnet.py``, ``eSEModule(channel, reduction=4)``; ``reduction`` is unused there) and
+    https://github.com/youngwanLEE/CenterMask. timm's ``layers.EffectiveSEModule`` is the same module.
+
+    Args:
+        channels: C, input channels.
+        add_maxpool: squeeze with ½(mean + max) instead of the mean (timm option, not in the paper).
+            Default: False.
+        gate_layer: σ_h. Default: hard sigmoid.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W).
+
+    Examples:
+        >>> m = EffectiveSqueezeExcite(64)
+        >>> m(torch.randn(2, 64, 7, 5)).shape, m.fc.weight.shape
+        (torch.Size([2, 64, 7, 5]), torch.Size([64, 64, 1, 1]))
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        add_maxpool: bool = False,
+        gate_layer: LayerType = "hard_sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive(type(self).__name__, channels=channels)
+        self.channels = channels
+        self.add_maxpool = add_maxpool
+        self.fc = nn.Conv2d(channels, channels, 1, bias=True, device=device, dtype=dtype)
+        self.gate = Gate(gate_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels)
+        s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+        if self.add_maxpool:
+            s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
+        return x * self.gate(self.fc(s))
+
+
+@official("ese")
+def _ese_vovnet(channel: int, reduction: int = 4):
+    """youngwanLEE/vovnet-detectron2 ``eSEModule(channel, reduction=4)`` (``reduction`` is unused upstream)."""
+    del reduction
+    return EffectiveSqueezeExcite(channel), rename_prefix()
+
+
+@official("ese_timm")
+def _ese_timm(channels: int, add_maxpool: bool = False, gate_layer: LayerType = "hard_sigmoid"):
+    """timm ``layers.EffectiveSEModule(channels, add_maxpool=False, gate_layer='hard_sigmoid')``."""
+    return EffectiveSqueezeExcite(channels, add_maxpool=add_maxpool, gate_layer=gate_layer), rename_prefix()

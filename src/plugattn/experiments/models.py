@@ -1,0 +1,142 @@
+"""The compare backbone: a CIFAR-style ResNet whose residual blocks take the attention module as ``attn_layer``.
+
+He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, section 4.2 (the CIFAR-10
+networks: a 3×3 stem, three stages of basic blocks at widths w, 2w, 4w with strides 1, 2, 2, global average
+pooling and one linear layer). The attention module sits where SE-ResNet puts it (Hu et al. 2018, Fig. 3):
+on the residual branch after the second BN, before the addition, and is built as ``attn_layer(channels)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .. import registry
+
+__all__ = ["BasicBlock", "ResNet", "resolve_attn", "resnet"]
+
+AttnSpec = str | type[nn.Module] | Callable[[int], nn.Module] | None
+
+
+def resolve_attn(attn_layer: AttnSpec) -> Callable[[int], nn.Module] | None:
+    """``None``/``"none"``/``"baseline"`` → no attention; a registry name → its class; a class/factory as is."""
+    if attn_layer is None:
+        return None
+    if isinstance(attn_layer, str):
+        if attn_layer.lower() in ("none", "baseline", ""):
+            return None
+        return registry.get(attn_layer)
+    if isinstance(attn_layer, nn.Module):
+        raise TypeError(f"attn_layer must be a registry name, a class or a factory, not a module instance ({attn_layer!r})")
+    if not callable(attn_layer):
+        raise TypeError(f"attn_layer must be a registry name, a class or a factory, got {type(attn_layer).__name__}")
+    return attn_layer
+
+
+class BasicBlock(nn.Module):
+    """conv3×3-BN-ReLU-conv3×3-BN → attention → + shortcut → ReLU.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (the attention module is built for these).
+        stride: stride of the first conv (and of the 1×1 projection shortcut when shapes change).
+        attn_layer: attention class, factory or registry name, built as ``attn_layer(out_channels)``;
+            ``None`` for a plain block.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, attn_layer: AttnSpec = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        factory = resolve_attn(attn_layer)
+        self.attn = nn.Identity() if factory is None else factory(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.attn(self.bn2(self.conv2(out)))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet: stem, three stages of :class:`BasicBlock`, global average pooling, linear classifier.
+
+    Args:
+        num_classes: output classes.
+        in_channels: image channels (1 for Fashion-MNIST, 3 for CIFAR-10).
+        widths: channels of the three stages (paper: 16, 32, 64).
+        depth: blocks per stage (paper: n = 3 for ResNet-20; here 1 by default, ResNet-8, for CPU speed).
+        stem_stride: stride of the stem conv (1 as in the paper; 2 quarters the compute).
+        attn_layer: attention module for every block (see :class:`BasicBlock`).
+
+    Shape:
+        (N, in_channels, H, W) → (N, num_classes).
+
+    Examples:
+        >>> m = ResNet(10, in_channels=1, attn_layer="se")
+        >>> m(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        in_channels: int = 3,
+        widths: Sequence[int] = (16, 32, 64),
+        depth: int = 1,
+        stem_stride: int = 1,
+        attn_layer: AttnSpec = None,
+    ) -> None:
+        super().__init__()
+        if len(widths) < 1 or any(int(w) < 1 for w in widths) or depth < 1:
+            raise ValueError(f"ResNet: widths must be positive ints and depth >= 1, got widths={widths!r} depth={depth!r}")
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
+        blocks: list[nn.Module] = []
+        c_in = widths[0]
+        for i, w in enumerate(widths):
+            for j in range(depth):
+                blocks.append(BasicBlock(c_in, w, 2 if (i > 0 and j == 0) else 1, attn_layer=attn_layer))
+                c_in = w
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-normal convs (fan_out), unit BN, and the attention modules' own initialisation."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and not _inside_attention(self, m):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _inside_attention(model: nn.Module, module: nn.Module) -> bool:
+    for block in model.modules():
+        if isinstance(block, BasicBlock) and any(m is module for m in block.attn.modules()):
+            return True
+    return False
+
+
+def resnet(
+    attn_layer: AttnSpec = None, *, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64),
+    depth: int = 1, stem_stride: int = 1,
+) -> ResNet:
+    """Build the compare backbone (see :class:`ResNet`)."""
+    return ResNet(num_classes, in_channels=in_channels, widths=widths, depth=depth, stem_stride=stem_stride,
+                  attn_layer=attn_layer)

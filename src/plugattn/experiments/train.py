@@ -1,0 +1,321 @@
+"""One training run: a backbone with one attention module, one seed, one recipe; resumable and DDP-ready.
+
+Deterministic on CPU for a given seed (and thread count): the model is initialised after
+``torch.manual_seed(seed)``, and every epoch's shuffling and augmentation come from a generator seeded with
+(seed, epoch), so a run resumed from its last epoch checkpoint continues exactly as if never stopped.
+
+Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` set) the run is data-parallel (DDP; gloo on CPU, nccl on
+CUDA): every process draws the same global permutation and augmentation, takes every N-th image of each global
+batch, and gradients are averaged, so the optimisation matches the single-process run up to BatchNorm
+statistics (per-process batches) and float round-off. Only rank 0 writes files and shows progress.
+
+Run one training from the shell (single process or under torchrun)::
+
+    python -m plugattn.experiments.train --module se --epochs 2 --out runs/one
+    torchrun --nproc_per_node 2 -m plugattn.experiments.train --module se --epochs 2 --out runs/one-ddp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import ImageData, augment, load_dataset, normalize
+from .models import resnet
+
+__all__ = ["Recipe", "train_run", "evaluate", "build_model", "load_checkpoint", "dist_env", "main"]
+
+CKPT_VERSION = 1
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a training run apart from the module, the seed and the data.
+
+    Defaults: SGD with Nesterov momentum 0.9, batch 128, peak lr 0.1 after a linear warm-up (one epoch, at most
+    a quarter of the run),
+    cosine decay to 0 per step, weight decay 5e-4 (not on BN and biases), random crop (zero pad 2, or 4 for
+    inputs ≥ 32 px) and horizontal flip; ResNet with widths 16-32-64, one block per stage, stem stride 2.
+    """
+
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    augment: bool = True
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    depth: int = 1
+    stem_stride: int = 2
+
+    def __post_init__(self) -> None:
+        self.widths = [int(w) for w in self.widths]
+        for name in ("epochs", "batch_size", "depth", "stem_stride"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Recipe: {name} must be a positive int, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"Recipe: lr must be > 0, got {self.lr!r}")
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_dist(device: torch.device) -> bool:
+    """Initialise the default process group when launched by torchrun; True when distributed."""
+    _, world, _ = dist_env()
+    if world <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def build_model(module: str | None, data_meta: dict[str, Any], recipe: Recipe) -> nn.Module:
+    """The backbone for ``module`` (None/"baseline": no attention) sized for the data set."""
+    return resnet(None if module in (None, "baseline") else module, num_classes=len(data_meta["classes"]),
+                  in_channels=int(data_meta["shape"][0]), widths=recipe.widths, depth=recipe.depth,
+                  stem_stride=recipe.stem_stride)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData, device: torch.device, batch_size: int = 500) -> tuple[float, float]:
+    """(top-1 accuracy, mean loss) on the test split; under DDP each rank takes a shard and the sums are reduced."""
+    rank, world, _ = dist_env() if dist.is_initialized() else (0, 1, 0)
+    model.eval()
+    n = data.test_x.shape[0]
+    idx = torch.arange(rank, n, world)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    for i in range(0, len(idx), batch_size):
+        b = idx[i:i + batch_size]
+        x = normalize(data.test_x[b], data.mean, data.std).to(device)
+        y = data.test_y[b].to(device)
+        out = model(x)
+        correct += (out.argmax(1) == y).sum()
+        loss += F.cross_entropy(out, y, reduction="sum").double()
+    if world > 1:
+        dist.all_reduce(correct)
+        dist.all_reduce(loss)
+    return float(correct) / n, float(loss) / n
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`train_run` (tensors and plain metadata only: ``weights_only=True``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
+
+
+def train_run(
+    module: str | None,
+    seed: int,
+    data: ImageData,
+    recipe: Recipe | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str | None = None,
+) -> dict[str, Any]:
+    """Train ``module`` in the backbone with ``seed``; return plain results (accuracy, loss, times, history).
+
+    With ``out_dir``, writes ``last.pt`` after every epoch (model, optimizer, epoch, history) and, when done,
+    ``final.pt`` (model weights + metadata) and ``result.json``; an existing ``result.json`` means the run is
+    finished and its result is returned without training; an existing ``last.pt`` resumes the run.
+    """
+    recipe = recipe or Recipe()
+    device = torch.device(device)
+    distributed = _init_dist(device)
+    rank, world, _ = dist_env() if distributed else (0, 1, 0)
+    if recipe.batch_size % world:
+        raise ValueError(f"train_run: batch_size {recipe.batch_size} must be divisible by the world size {world}")
+    name = module or "baseline"
+    out = Path(out_dir) if out_dir is not None else None
+    meta = {"module": name, "seed": int(seed), "recipe": asdict(recipe), "data": data.describe(), "world_size": world,
+            "threads": torch.get_num_threads(), "device": device.type, "torch": str(torch.__version__), "version": CKPT_VERSION}
+    if out is not None and (out / "result.json").is_file():
+        return json.loads((out / "result.json").read_text())
+
+    torch.manual_seed(seed)
+    model = build_model(module, meta["data"], recipe).to(device)
+    opt = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=recipe.momentum > 0)
+    n = data.train_x.shape[0]
+    steps_per_epoch = n // recipe.batch_size  # drop the last partial batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"train_run: {n} training images is fewer than one batch of {recipe.batch_size}")
+    total = steps_per_epoch * recipe.epochs
+    warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total // 4)  # short runs: a quarter at most
+    start_epoch, history, train_time = 0, [], 0.0
+    if out is not None and (out / "last.pt").is_file():
+        ck = load_checkpoint(out / "last.pt")
+        if ck["meta"]["recipe"] == meta["recipe"] and ck["meta"]["data"] == meta["data"]:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            start_epoch, history, train_time = int(ck["epoch"]), list(ck["history"]), float(ck["train_time"])
+    net: nn.Module = model
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  gradient_as_bucket_view=True)
+    pad = 4 if data.train_x.shape[-1] >= 32 else 2
+    local = slice(rank, None, world)
+    show = progress and rank == 0
+    if show:
+        from tqdm.auto import tqdm
+    for epoch in range(start_epoch, recipe.epochs):
+        net.train()
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        t0 = time.perf_counter()
+        seen, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(range(steps_per_epoch), desc=desc or f"{name} seed {seed}", unit="batch", leave=False,
+                   dynamic_ncols=True) if show else range(steps_per_epoch)
+        if show:
+            bar.set_description(f"{desc or name + ' seed ' + str(seed)} ep {epoch + 1}/{recipe.epochs}")
+        for i in bar:
+            b = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+            xb = data.train_x[b]
+            if recipe.augment:
+                xb = augment(xb, pad, g)  # drawn for the global batch: identical on every rank
+            xb, yb = normalize(xb[local], data.mean, data.std).to(device), data.train_y[b][local].to(device)
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, recipe.lr)
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                seen += yb.numel()
+                correct += int((logits.argmax(1) == yb).sum())
+                loss_sum += float(loss) * yb.numel()
+            if show and (i % 10 == 0 or i == steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if show:
+            bar.close()
+        train_time += time.perf_counter() - t0
+        stats = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
+        if distributed:
+            dist.all_reduce(stats)
+        history.append({"epoch": epoch + 1, "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
+                        "lr": opt.param_groups[0]["lr"], "time": train_time})
+        if out is not None and rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
+                   "train_time": train_time, "meta": meta}, out / "last.pt")
+    test_acc, test_loss = evaluate(model, data, device)
+    result = {**meta, "test_acc": test_acc, "test_loss": test_loss, "train_time": train_time, "history": history,
+              "final_train_acc": history[-1]["train_acc"] if history else None}
+    if out is not None and rank == 0:
+        _save({"model": model.state_dict(), "meta": {k: v for k, v in result.items() if k != "history"}}, out / "final.pt")
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        (out / "last.pt").unlink(missing_ok=True)
+    if distributed:
+        dist.barrier()
+    return result
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """Data options shared by ``compare`` and ``train``."""
+    p.add_argument("--dataset", default="fmnist-mini", choices=["fmnist-mini", "fashion-mnist", "cifar10", "imagefolder"],
+                   help="fmnist-mini (embedded, default), fashion-mnist (IDX folder), cifar10, imagefolder")
+    p.add_argument("--data-dir", default=None, help="folder with the data (default: the standard place per dataset)")
+    p.add_argument("--download", action="store_true", help="download missing data from the official address")
+    p.add_argument("--train-per-class", type=int, default=None, help="class-balanced training subset (default: all)")
+    p.add_argument("--test-per-class", type=int, default=None, help="class-balanced test subset (default: all)")
+    p.add_argument("--image-size", type=int, default=32, help="imagefolder: resize to this side (default 32)")
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser, defaults: Recipe | None = None) -> None:
+    """Recipe options shared by ``compare`` and ``train``."""
+    d = defaults or Recipe()
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"weight decay (default {d.weight_decay})")
+    p.add_argument("--widths", type=int, nargs="+", default=d.widths, help="stage widths (default 16 32 64)")
+    p.add_argument("--depth", type=int, default=d.depth, help=f"blocks per stage (default {d.depth})")
+    p.add_argument("--stem-stride", type=int, default=d.stem_stride, help=f"stride of the stem conv (default {d.stem_stride})")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu; under torchrun cuda uses LOCAL_RANK)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                  widths=list(args.widths), depth=args.depth, stem_stride=args.stem_stride, augment=not args.no_augment)
+
+
+def data_from_args(args: argparse.Namespace) -> ImageData:
+    return load_dataset(args.dataset, args.data_dir, download=args.download, train_per_class=args.train_per_class,
+                        test_per_class=args.test_per_class, image_size=args.image_size)
+
+
+def device_from_args(args: argparse.Namespace) -> torch.device:
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist_env()[2])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m plugattn.experiments.train``: one run; prints the result as JSON (rank 0)."""
+    p = argparse.ArgumentParser(prog="python -m plugattn.experiments.train", description="one training run")
+    p.add_argument("--module", default="baseline", help="registry name or 'baseline' (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run folder (checkpoints, result.json); default: none written")
+    add_data_arguments(p)
+    add_recipe_arguments(p)
+    args = p.parse_args(argv)
+    device = device_from_args(args)
+    res = train_run(None if args.module == "baseline" else args.module, args.seed, data_from_args(args),
+                    recipe_from_args(args), out_dir=args.out, device=device, progress=not args.no_progress)
+    if dist_env()[0] == 0:
+        print(json.dumps({k: res[k] for k in ("module", "seed", "world_size", "test_acc", "test_loss", "train_time")}))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

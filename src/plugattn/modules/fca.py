@@ -1,0 +1,175 @@
+"""Frequency channel attention (FcaNet): a channel gate whose squeeze is a set of 2-D DCT components.
+
+Paper: Qin, Zhang, Wu, Li, "FcaNet: Frequency Channel Attention Networks", ICCV 2021.
+https://arxiv.org/abs/2012.11879 — official code: https://github.com/cfzd/FcaNet
+(``model/layer.py``, ``MultiSpectralAttentionLayer`` and ``MultiSpectralDCTLayer``).
+
+Input size. The official layer is built for a DCT grid ``dct_h × dct_w`` (56, 28, 14 or 7 for the four
+ResNet stages) and average-pools any other input to that grid with ``adaptive_avg_pool2d`` before taking
+the DCT (the official code notes that this path is used for detection and segmentation). This module
+always applies the adaptive pooling: at the grid size it is exactly the identity, so the result equals
+the official one at every size, without a shape-dependent branch. The grid is a hyperparameter of the
+frequency space, not the input size: any H, W ≥ 1 works (inputs smaller than the grid are upsampled by
+the adaptive pooling, which repeats values; a 1×1 input has only its DC component left).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from ..official import official, rename_prefix
+from ..registry import register
+
+__all__ = ["MultiSpectralChannelAttention", "freq_indices", "dct_filters"]
+
+# Frequency (u, v) indices in a 7×7 DCT space, ranked in the paper's single-frequency ablation (official
+# ``get_freq_indices``): "top" best first, "low" by increasing frequency, "bot" worst first.
+_FREQ_TABLES = {
+    "top": ([0, 0, 6, 0, 0, 1, 1, 4, 5, 1, 3, 0, 0, 0, 3, 2, 4, 6, 3, 5, 5, 2, 6, 5, 5, 3, 3, 4, 2, 2, 6, 1],
+            [0, 1, 0, 5, 2, 0, 2, 0, 0, 6, 0, 4, 6, 3, 5, 2, 6, 3, 3, 3, 5, 1, 1, 2, 4, 2, 1, 1, 3, 0, 5, 3]),
+    "low": ([0, 0, 1, 1, 0, 2, 2, 1, 2, 0, 3, 4, 0, 1, 3, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
+            [0, 1, 0, 1, 2, 0, 1, 2, 2, 3, 0, 0, 4, 3, 1, 5, 4, 3, 2, 1, 0, 6, 5, 4, 3, 2, 1, 0, 6, 5, 4, 3]),
+    "bot": ([6, 1, 3, 3, 2, 4, 1, 2, 4, 4, 5, 1, 4, 6, 2, 5, 6, 1, 6, 2, 2, 4, 3, 3, 5, 5, 6, 2, 5, 5, 3, 6],
+            [6, 4, 4, 6, 6, 3, 1, 4, 4, 5, 6, 5, 2, 2, 5, 1, 4, 3, 5, 0, 3, 1, 1, 2, 4, 2, 1, 1, 5, 3, 3, 3]),
+}
+FREQ_METHODS = tuple(f"{kind}{n}" for kind in ("top", "low", "bot") for n in (1, 2, 4, 8, 16, 32))
+
+
+def freq_indices(freq_sel_method: str = "top16") -> tuple[list[int], list[int]]:
+    """The (u, v) frequency indices in the 7×7 space for ``"top16"``, ``"low4"``, ``"bot32"``, ..."""
+    if freq_sel_method not in FREQ_METHODS:
+        raise ValueError(f"freq_sel_method must be one of {list(FREQ_METHODS)}, got {freq_sel_method!r}")
+    n = int(freq_sel_method[3:])
+    xs, ys = _FREQ_TABLES[freq_sel_method[:3]]
+    return xs[:n], ys[:n]
+
+
+def _basis(pos: int, freq: int, size: int) -> float:
+    """Orthonormal DCT-II basis value B(pos; freq) = cos(π·freq·(pos + ½)/size)/√size, ×√2 for freq > 0."""
+    v = math.cos(math.pi * freq * (pos + 0.5) / size) / math.sqrt(size)
+    return v if freq == 0 else v * math.sqrt(2)
+
+
+def dct_filters(channels: int, dct_h: int, dct_w: int, freq_sel_method: str = "top16") -> Tensor:
+    """The fixed (C, dct_h, dct_w) float64 DCT filter bank: channel group i gets frequency i of the method.
+
+    Frequencies are given in a 7×7 space and scaled by ``dct_h // 7`` and ``dct_w // 7`` (official rule,
+    so (1, 1) in 7×7 becomes (2, 2) in 14×14). C must be divisible by the number of frequencies.
+    """
+    us, vs = freq_indices(freq_sel_method)
+    if channels % len(us):
+        raise ValueError(f"dct_filters: channels ({channels}) must be divisible by the number of frequencies "
+                         f"({len(us)} for {freq_sel_method!r})")
+    part = channels // len(us)
+    bank = torch.empty(len(us), dct_h, dct_w, dtype=torch.float64)
+    for i, (u, v) in enumerate(zip(us, vs)):
+        u, v = u * (dct_h // 7), v * (dct_w // 7)
+        for th in range(dct_h):
+            for tw in range(dct_w):
+                bank[i, th, tw] = _basis(th, u, dct_h) * _basis(tw, v, dct_w)
+    return bank.repeat_interleave(part, dim=0)  # (C, dct_h, dct_w)
+
+
+@register(
+    "fca", paper="FcaNet: Frequency Channel Attention Networks", year=2021,
+    url="https://arxiv.org/abs/2012.11879", kind="channel", official="cfzd/FcaNet MultiSpectralAttentionLayer",
+)
+class MultiSpectralChannelAttention(nn.Module):
+    r"""Multi-spectral channel attention: an SE gate on 2-D DCT coefficients instead of the mean.
+
+    .. math::
+        \mathrm{Freq}^i = \mathrm{2DDCT}^{u_i, v_i}(X^i), \qquad
+        y = x \cdot \sigma\big(W_2\,\delta(W_1\,[\mathrm{Freq}^0, \dots, \mathrm{Freq}^{n-1}])\big)
+
+    The channels are split into n groups :math:`X^i`; group i is reduced by the DCT basis of frequency
+    :math:`(u_i, v_i)` on the ``dct_h × dct_w`` grid (the input is first adaptively average-pooled to that
+    grid, see the file docstring). Frequency (0, 0) is √(hw) times global average pooling, so SE is the
+    special case ``freq_sel_method="low1"`` up to that scale.
+
+    Args:
+        channels: C, input channels; must be divisible by the number of frequencies.
+        dct_h: height of the DCT grid (official: 56, 28, 14, 7 by ResNet stage). Default: 7.
+        dct_w: width of the DCT grid. Default: 7.
+        freq_sel_method: frequency selection, ``{top,low,bot}{1,2,4,8,16,32}``. Default: ``"top16"``.
+        rd_ratio: 1/r of the bottleneck (paper r = 16). Default: 1/16.
+        rd_channels: bottleneck width, overriding ``rd_ratio``. Default: None.
+        rd_divisor: ``None`` floors C·rd_ratio (official ``C // r``); an int rounds as in timm.
+        bias: biases on W₁, W₂ (official: False). Default: False.
+        act_layer: δ. Default: ReLU.
+        gate_layer: σ. Default: sigmoid.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W), any H, W ≥ 1.
+
+    Examples:
+        >>> m = MultiSpectralChannelAttention(64)
+        >>> m(torch.randn(2, 64, 14, 9)).shape
+        torch.Size([2, 64, 14, 9])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        dct_h: int = 7,
+        dct_w: int = 7,
+        freq_sel_method: str = "top16",
+        rd_ratio: float = 1 / 16,
+        rd_channels: int | None = None,
+        rd_divisor: int | None = None,
+        bias: bool = False,
+        act_layer: LayerType = "relu",
+        gate_layer: LayerType = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        check_positive(name, channels=channels, dct_h=dct_h, dct_w=dct_w)
+        if freq_sel_method not in FREQ_METHODS:
+            raise ValueError(f"{name}: freq_sel_method must be one of {list(FREQ_METHODS)}, got {freq_sel_method!r}")
+        num_freq = int(freq_sel_method[3:])
+        if channels % num_freq:
+            raise ValueError(f"{name}: channels ({channels}) must be divisible by the number of frequencies "
+                             f"({num_freq} for freq_sel_method={freq_sel_method!r})")
+        if rd_channels is None:
+            rd_channels = max(1, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
+        check_positive(name, rd_channels=rd_channels)
+        dd = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.dct_h, self.dct_w = dct_h, dct_w
+        self.freq_sel_method = freq_sel_method
+        filters = dct_filters(channels, dct_h, dct_w, freq_sel_method)
+        self.register_buffer("dct_weight", filters.to(device=device, dtype=dtype or torch.get_default_dtype()),
+                             persistent=False)  # fixed, rebuilt from the arguments; not in the state_dict
+        self.fc1 = nn.Linear(channels, rd_channels, bias=bias, **dd)
+        self.act = get_layer(act_layer, arg_name="act_layer")
+        self.fc2 = nn.Linear(rd_channels, channels, bias=bias, **dd)
+        self.gate = Gate(gate_layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels)
+        n, c = x.shape[:2]
+        pooled = F.adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))  # (N, C, dct_h, dct_w); identity at the grid size
+        s = (pooled * self.dct_weight).sum((2, 3))  # (N, C): one DCT coefficient per channel
+        w = self.gate(self.fc2(self.act(self.fc1(s)))).view(n, c, 1, 1)
+        return x * w
+
+
+@official("fca")
+def _fca(channel: int, dct_h: int, dct_w: int, reduction: int = 16, freq_sel_method: str = "top16"):
+    """cfzd/FcaNet ``MultiSpectralAttentionLayer``; its fixed DCT buffer is rebuilt, not loaded."""
+    module = MultiSpectralChannelAttention(channel, dct_h=dct_h, dct_w=dct_w, freq_sel_method=freq_sel_method,
+                                           rd_channels=channel // reduction)
+    renamed = rename_prefix(("fc.0.", "fc1."), ("fc.2.", "fc2."))
+
+    def key_map(key: str) -> str | None:
+        return None if key == "dct_layer.weight" else renamed(key)
+
+    return module, key_map

@@ -1,0 +1,178 @@
+"""Non-local block (embedded Gaussian), computed in blocks of query positions.
+
+Paper: Wang, Girshick, Gupta, He, "Non-local Neural Networks", CVPR 2018. https://arxiv.org/abs/1711.07971 —
+official code (Caffe2): https://github.com/facebookresearch/video-nonlocal-net (``lib/models/nonlocal_helper.py``
+``spacetime_nonlocal``, defaults in ``lib/core/config.py`` ``NONLOCAL.*``); the common PyTorch port:
+https://github.com/AlexHex7/Non-local_pytorch (``lib/non_local_embedded_gaussian.py``, ``NONLocalBlock2D``).
+Written from the paper and both codes; no code is copied.
+
+Memory: like DANet's position attention, the (H·W) × (H·W) affinity is never built whole: the query
+positions are processed in blocks by :func:`plugattn.modules.danet.blockwise_attention` (shared with
+:class:`~plugattn.modules.danet.PositionAttention`), each block's logits staying under ``block_budget`` bytes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from ..official import official, rename_prefix
+from ..registry import register
+from .danet import _DEFAULT_BLOCK_BUDGET, attention_block_rows, blockwise_attention
+
+__all__ = ["NonLocal"]
+
+
+@register(
+    "non_local", paper="Non-local Neural Networks", year=2018, url="https://arxiv.org/abs/1711.07971",
+    kind="self-attention",
+    official="facebookresearch/video-nonlocal-net spacetime_nonlocal (Caffe2); AlexHex7/Non-local_pytorch NONLocalBlock2D",
+)
+class NonLocal(nn.Module):
+    r"""Non-local block, embedded Gaussian: :math:`z = x + \mathrm{BN}(W_z\, y)`,
+    :math:`y_i = \sum_j \mathrm{softmax}_j(s\,\theta(x_i)^\top \phi(x_j))\, g(x_j)`.
+
+    θ, φ, g are 1×1 convs C → C' (C' = C/2, with bias); W_z is a 1×1 conv C' → C with bias followed by
+    ``norm_layer``, whose weight and bias start at 0, so the block starts as the identity. The softmax over
+    the keys j is the ``gate``. ``s`` = C'^(−1/2) when ``use_scale`` (official Caffe2 ``NONLOCAL.USE_SCALE``;
+    not written in the paper, absent from the AlexHex7 port), else 1.
+
+    **Sub-sampling** (``sub_sample=True``): the keys and values come from a 2×2 max-pooled map (stride 2,
+    floor), so there are ⌊H/2⌋·⌊W/2⌋ of them. The official Caffe2 code pools the input once before φ and g
+    (default, ``sub_sample_after_proj=False``); the paper's text and the AlexHex7 port pool after φ and g
+    (``sub_sample_after_proj=True``). Max pooling does not commute with a 1×1 conv, so the two differ.
+    The official video models use sub-sampling; it is off by default here because it needs H, W ≥ 2, and
+    the library contract asks every module to accept any size (1×1 included). With it on, an input smaller
+    than 2×2 raises ``ValueError``.
+
+    **Init** (``reset_parameters``): the official Caffe2 one: conv weights N(0, 0.01²), conv biases 0,
+    norm weight and bias 0 (``NONLOCAL.CONV_INIT_STD``, ``BN_INIT_GAMMA = 0``). With ``norm_layer=None``,
+    W_z itself starts at 0 (the AlexHex7 ``bn_layer=False`` form).
+
+    The attention is computed in blocks of query positions (see the file docstring); the ``gate`` sees each
+    block's logits (N, rows, keys).
+
+    Args:
+        channels: C, input channels.
+        rd_ratio: C'/C (floored, at least 1; official C/2). Default: 1/2.
+        rd_channels: C', overriding ``rd_ratio``. Default: None.
+        use_scale: scale the logits by C'^(−1/2) (official Caffe2). Default: True.
+        sub_sample: 2×2 max pooling of the keys and values. Default: False.
+        sub_sample_after_proj: pool after φ and g (paper text, AlexHex7) instead of before (Caffe2).
+            Default: False.
+        norm_layer: norm after W_z (official BatchNorm; ``None``: none). Default: BatchNorm2d.
+        query_block: query positions per block; overrides ``block_budget``. Default: None.
+        block_budget: largest size in bytes of one block of logits (batch × rows × keys × itemsize);
+            ``None`` computes the whole affinity at once. Default: 16 MiB.
+        grad_checkpoint: recompute each block in the backward pass (``torch.utils.checkpoint``), so training
+            memory is also O(H·W·C + block). Not in the official code. Default: False.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W).
+
+    Examples:
+        >>> m = NonLocal(64)
+        >>> x = torch.randn(2, 64, 7, 5)
+        >>> torch.equal(m(x), x)  # the output norm starts at 0: the identity
+        True
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        rd_ratio: float = 1 / 2,
+        rd_channels: int | None = None,
+        use_scale: bool = True,
+        sub_sample: bool = False,
+        sub_sample_after_proj: bool = False,
+        norm_layer: LayerType = "batchnorm2d",
+        query_block: int | None = None,
+        block_budget: int | None = _DEFAULT_BLOCK_BUDGET,
+        grad_checkpoint: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, channels=channels)
+        if rd_channels is None:
+            rd_channels = max(1, make_divisible(channels * rd_ratio, None))
+        check_positive(owner, rd_channels=rd_channels)
+        for name, v in (("query_block", query_block), ("block_budget", block_budget)):
+            if v is not None:
+                check_positive(owner, **{name: v})
+        dd = {"device": device, "dtype": dtype}
+        self.channels = channels
+        self.rd_channels = rd_channels
+        self.scale = rd_channels**-0.5 if use_scale else None
+        self.sub_sample = sub_sample
+        self.sub_sample_after_proj = sub_sample_after_proj
+        self.query_block = query_block
+        self.block_budget = block_budget
+        self.grad_checkpoint = grad_checkpoint
+        self.theta = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
+        self.phi = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
+        self.g = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
+        self.gate = Gate("softmax", dim=-1)
+        self.proj = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
+        self.norm = nn.Identity() if norm_layer is None else get_layer(
+            norm_layer, channels, arg_name="norm_layer", **dd)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official Caffe2 init: conv weights N(0, 0.01²), biases 0; the output norm (or, without one, W_z) 0."""
+        for conv in (self.theta, self.phi, self.g, self.proj):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+        if isinstance(self.norm, nn.Identity):
+            nn.init.zeros_(self.proj.weight)
+        else:
+            for p in self.norm.parameters():
+                nn.init.zeros_(p)
+
+    def attend(self, x: Tensor) -> Tensor:
+        """The non-local response y (N, C', H, W), before W_z, the norm and the residual.
+
+        The input is made contiguous first (a copy only for channels_last or strided input), as in
+        :meth:`PositionAttention.attend`: the softmax amplifies round-off, and layout-dependent conv kernels
+        would otherwise make channels_last results differ from contiguous ones beyond float32 round-off.
+        """
+        x = x.contiguous()
+        n, _, h, w = x.shape
+        if self.sub_sample and (h < 2 or w < 2):
+            raise ValueError(f"{type(self).__name__}: sub_sample=True needs H, W >= 2 (2×2 max pooling), "
+                             f"got {h}×{w}")
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # (N, HW, C')
+        src = F.max_pool2d(x, 2) if self.sub_sample and not self.sub_sample_after_proj else x
+        phi, g = self.phi(src), self.g(src)  # (N, C', H', W')
+        if self.sub_sample and self.sub_sample_after_proj:
+            phi, g = F.max_pool2d(phi, 2), F.max_pool2d(g, 2)
+        phi, g = phi.flatten(2), g.flatten(2)  # (N, C', S)
+        rows = attention_block_rows(n, phi.shape[2], x.element_size(), queries=h * w,
+                                    query_block=self.query_block, block_budget=self.block_budget)
+        y = blockwise_attention(theta, phi, g, self.gate, rows, scale=self.scale,
+                                grad_checkpoint=self.grad_checkpoint)  # (N, C', HW)
+        return y.view(n, self.rd_channels, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels)
+        return x + self.norm(self.proj(self.attend(x)))  # x first: the output keeps x's memory format
+
+
+@official("non_local")
+def _non_local_alexhex7(in_channels: int, inter_channels: int | None = None, sub_sample: bool = True,
+                        bn_layer: bool = True):
+    """AlexHex7/Non-local_pytorch ``NONLocalBlock2D(in_channels, inter_channels=None, sub_sample=True,
+    bn_layer=True)`` (embedded Gaussian): no logit scale, pooling after φ and g, inter = max(C // 2, 1)."""
+    if inter_channels is None:
+        inter_channels = max(in_channels // 2, 1)
+    module = NonLocal(in_channels, rd_channels=inter_channels, use_scale=False, sub_sample=sub_sample,
+                      sub_sample_after_proj=True, norm_layer="batchnorm2d" if bn_layer else None)
+    pairs = [("W.0.", "proj."), ("W.1.", "norm.")] if bn_layer else [("W.", "proj.")]
+    if sub_sample:  # g and phi are Sequential(conv, pool)
+        pairs += [("g.0.", "g."), ("phi.0.", "phi.")]
+    return module, rename_prefix(*pairs)

@@ -1,0 +1,115 @@
+"""SGE: Spatial Group-wise Enhance.
+
+Paper: Li, Hu, Yang, "Spatial Group-wise Enhance: Improving Semantic Feature Learning in Convolutional
+Networks", 2019. https://arxiv.org/abs/1905.09646 — official code: https://github.com/implus/PytorchInsight
+(``classification/models/imagenet/resnet_sge.py``, ``SpatialGroupEnhance(groups=64)``). Written from the
+paper and the official code; no code is copied.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .._layers import Gate, LayerType, check_input, check_positive
+from ..official import official, rename_prefix
+from ..registry import register
+
+__all__ = ["SpatialGroupEnhance"]
+
+
+@register(
+    "sge", paper="Spatial Group-wise Enhance: Improving Semantic Feature Learning in Convolutional Networks",
+    year=2019, url="https://arxiv.org/abs/1905.09646", kind="spatial",
+    official="implus/PytorchInsight resnet_sge.py SpatialGroupEnhance",
+)
+class SpatialGroupEnhance(nn.Module):
+    r"""SGE: per channel group, a spatial gate from the similarity of each position to the group's mean.
+
+    The channels are split into G groups of C/G (folded into the batch). For group features x_i at position i:
+
+    .. math::
+        c_i = \langle \mathrm{GAP}(x), x_i \rangle,\qquad
+        \hat c_i = \frac{c_i - \mu_c}{s_c + \epsilon},\qquad
+        y_i = x_i \cdot \sigma(\gamma_g \hat c_i + \beta_g)
+
+    with μ_c, s_c the mean and the **unbiased** standard deviation of c over the H·W positions (``torch.std``
+    in the official code), ε = 1e-5 added to the standard deviation, and one γ, β per group (official
+    ``weight``/``bias``, initialised to 0 and 1, so the gate starts at σ(1)).
+
+    One deviation, for inputs with a single position (H·W = 1): the unbiased standard deviation of one value
+    is 0/0 and the official code returns NaN; here its divisor is max(H·W − 1, 1), so ĉ = 0 and
+    y = x·σ(β). For H·W > 1 the two are identical.
+
+    **Groups.** The official G = 64 needs C ≥ 64 (the official ResNet-18 uses it at C = 64, one channel per
+    group). With ``groups=None`` (default) G = min(64, C); an explicit ``groups`` is used as given. C must be
+    divisible by G (``ValueError`` otherwise; the official code fails there too).
+
+    Args:
+        channels: C, input channels.
+        groups: G. Default: None, i.e. min(64, C).
+        eps: ε. Default: 1e-5.
+        gate_layer: σ. Default: sigmoid.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W).
+
+    Examples:
+        >>> m = SpatialGroupEnhance(128)
+        >>> m.groups, m(torch.randn(2, 128, 7, 5)).shape
+        (64, torch.Size([2, 128, 7, 5]))
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        groups: int | None = None,
+        eps: float = 1e-5,
+        gate_layer: LayerType = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, channels=channels)
+        if groups is None:
+            groups = min(64, channels)
+        check_positive(owner, groups=groups)
+        if channels % groups:
+            raise ValueError(f"{owner}: channels={channels} must be divisible by groups={groups}")
+        self.channels = channels
+        self.groups = groups
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(1, groups, 1, 1, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(1, groups, 1, 1, device=device, dtype=dtype))
+        self.gate = Gate(gate_layer)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: γ = 0, β = 1."""
+        nn.init.zeros_(self.weight)
+        nn.init.ones_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels)
+        b, c, h, w = x.shape
+        g = self.groups
+        xg = x.view(b, g, c // g, h, w)  # (B, G, C/G, H, W): a view, no copy
+        t = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # (B, G, H, W): ⟨GAP(x), x_i⟩
+        t = t - t.mean((2, 3), keepdim=True)
+        n = max(h * w - 1, 1)  # unbiased (official torch.std); 1 at H·W = 1, see the docstring
+        std = (t.pow(2).sum((2, 3), keepdim=True) / n).sqrt() + self.eps  # (B, G, 1, 1)
+        wgt = self.gate((t / std) * self.weight + self.bias)  # (B, G, H, W)
+        return (xg * wgt.unsqueeze(2)).reshape(b, c, h, w)  # x first: keeps x's memory format
+
+
+@official("sge")
+def _sge(groups: int = 64, channels: int | None = None):
+    """implus/PytorchInsight ``SpatialGroupEnhance(groups=64)``. The official class takes no channel count;
+    pass ``channels`` (any multiple of ``groups``) for the plugattn module."""
+    if channels is None:
+        raise TypeError("from_official('sge'): pass channels=... (the official class works for any multiple of "
+                        "groups; a plugattn module is built for one channel count)")
+    return SpatialGroupEnhance(channels, groups=groups), rename_prefix()

@@ -1,0 +1,122 @@
+"""Shuffle Attention (SA): grouped channel and spatial attention on channel halves, then a channel shuffle.
+
+Paper: Zhang, Yang, "SA-Net: Shuffle Attention for Deep Convolutional Neural Networks", ICASSP 2021.
+https://arxiv.org/abs/2102.00240 — official code: https://github.com/wofmanaf/SA-Net (``models/sa_resnet.py``,
+``sa_layer(channel, groups=64)``). Written from the paper and the official code; no code is copied.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .._layers import Gate, LayerType, check_input, check_positive
+from ..official import official, rename_prefix
+from ..registry import register
+
+__all__ = ["ShuffleAttention"]
+
+
+def _keep_memory_format(y: Tensor, like: Tensor) -> Tensor:
+    """``y`` in ``like``'s memory format (channels_last in → channels_last out); a layout check, not data."""
+    if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+@register(
+    "shuffle", paper="SA-Net: Shuffle Attention for Deep Convolutional Neural Networks", year=2021,
+    url="https://arxiv.org/abs/2102.00240", kind="channel+spatial", official="wofmanaf/SA-Net sa_layer",
+)
+class ShuffleAttention(nn.Module):
+    r"""Shuffle Attention: per group, a channel gate on one half and a spatial gate on the other.
+
+    The channels are split into G groups (folded into the batch) and each group into two halves x₁, x₂ of
+    C' = C/(2G) channels:
+
+    .. math::
+        x_1' = x_1 \cdot \sigma(W_1\,\mathrm{GAP}(x_1) + b_1),\qquad
+        x_2' = x_2 \cdot \sigma(W_2\,\mathrm{GN}(x_2) + b_2)
+
+    with per-channel scale and shift W, b ∈ ℝ^{C'} (official ``cweight``/``cbias``, ``sweight``/``sbias``,
+    initialised to 0 and 1, so both gates start at σ(1)) and GN = ``GroupNorm(C', C')`` (one group per
+    channel, affine). The halves are concatenated per group, the groups unfolded back to C channels, and the
+    channels shuffled with 2 groups (``channel_shuffle(out, 2)``: output channel 2i is channel i, 2i+1 is
+    channel C/2 + i). The parameters are shared by all groups.
+
+    **Groups.** The official G = 64 needs C ≥ 128. With ``groups=None`` (default) G is the official 64 capped
+    at C // 2 (each half keeps at least one channel): G = max(1, min(64, C // 2)), e.g. C = 16 → 8,
+    C = 32 → 16, C ≥ 128 → 64. An explicit ``groups`` is used as given. C must be divisible by 2G
+    (``ValueError`` otherwise; the official code fails there too).
+
+    Args:
+        channels: C, input channels (even).
+        groups: G. Default: None, i.e. min(64, C // 2) (at least 1).
+        gate_layer: σ of both gates. Default: sigmoid.
+
+    Shape:
+        (N, C, H, W) → (N, C, H, W).
+
+    Examples:
+        >>> m = ShuffleAttention(256)
+        >>> m.groups, m(torch.randn(2, 256, 7, 5)).shape
+        (64, torch.Size([2, 256, 7, 5]))
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        groups: int | None = None,
+        gate_layer: LayerType = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        check_positive(owner, channels=channels)
+        if groups is None:
+            groups = max(1, min(64, channels // 2))
+        check_positive(owner, groups=groups)
+        if channels % (2 * groups):
+            raise ValueError(f"{owner}: channels={channels} must be divisible by 2 * groups = {2 * groups}")
+        dd = {"device": device, "dtype": dtype}
+        half = channels // (2 * groups)
+        self.channels = channels
+        self.groups = groups
+        self.channel_weight = nn.Parameter(torch.empty(1, half, 1, 1, **dd))
+        self.channel_bias = nn.Parameter(torch.empty(1, half, 1, 1, **dd))
+        self.spatial_weight = nn.Parameter(torch.empty(1, half, 1, 1, **dd))
+        self.spatial_bias = nn.Parameter(torch.empty(1, half, 1, 1, **dd))
+        self.norm = nn.GroupNorm(half, half, **dd)
+        self.channel_gate = Gate(gate_layer)
+        self.spatial_gate = Gate(gate_layer)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: weights 0, biases 1; GroupNorm affine (1, 0)."""
+        nn.init.zeros_(self.channel_weight)
+        nn.init.ones_(self.channel_bias)
+        nn.init.zeros_(self.spatial_weight)
+        nn.init.ones_(self.spatial_bias)
+        self.norm.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(self, x, self.channels)
+        b, c, h, w = x.shape
+        gx = x.reshape(b * self.groups, c // self.groups, h, w)  # (B·G, 2C', H, W)
+        x1, x2 = gx.chunk(2, dim=1)  # (B·G, C', H, W) each
+        s1 = self.channel_weight * x1.mean((2, 3), keepdim=True) + self.channel_bias  # (B·G, C', 1, 1)
+        s2 = self.spatial_weight * self.norm(x2) + self.spatial_bias  # (B·G, C', H, W)
+        out = torch.cat([x1 * self.channel_gate(s1), x2 * self.spatial_gate(s2)], dim=1).reshape(b, c, h, w)
+        out = out.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)  # channel shuffle, 2 groups
+        return _keep_memory_format(out, x)
+
+
+@official("shuffle")
+def _shuffle(channel: int, groups: int = 64):
+    """wofmanaf/SA-Net ``sa_layer(channel, groups=64)``."""
+    module = ShuffleAttention(channel, groups=groups)
+    return module, rename_prefix(("cweight", "channel_weight"), ("cbias", "channel_bias"),
+                                 ("sweight", "spatial_weight"), ("sbias", "spatial_bias"), ("gn.", "norm."))

@@ -1,0 +1,128 @@
+"""capture(): the weights every Gate applies, position-attention rows for chosen queries, no side effects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import plugattn
+from plugattn._layers import Gate
+from plugattn.analysis.capture import capture, query_indices
+from plugattn.integrate import insert
+from helpers import as_tuple, rand, randomize_
+from test_contract import build, channel_counts
+
+
+def no_hooks(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("name", plugattn.list_modules())
+def test_every_module_outputs_unchanged_and_maps_recorded(name):
+    m = build(name)
+    c = channel_counts(name)[0]
+    x = rand(2, c, 7, 5, seed=1)
+    with torch.no_grad():
+        ref = as_tuple(m(x))
+        with capture(m) as maps:
+            out = as_tuple(m(x))
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
+    gates = {p for p, sub in m.named_modules() if isinstance(sub, Gate)}
+    assert maps and set(maps) <= gates
+    for v in maps.values():
+        assert not v.requires_grad and v.shape[0] % 2 == 0  # grouped modules fold groups into the batch
+    full = [k for k, v in maps.items() if v.shape[-2:] == (7 * 5, 7 * 5)]
+    if full and not hasattr(m, "attention_rows"):
+        pytest.xfail(f"{name} records its whole HW x HW attention at {full}: it needs attention_rows(x, index)")
+    assert not full, f"{name}: capture recorded a whole HW x HW matrix at {full}"
+    assert no_hooks(m)
+
+
+def test_se_channel_weights_match_reference():
+    m = randomize_(plugattn.create("se", 16), seed=2).eval()
+    x = rand(3, 16, 6, 5, seed=3)
+    with torch.no_grad(), capture(m) as maps:
+        m(x)
+        s = x.mean((2, 3), keepdim=True)
+        ref = torch.sigmoid(F.conv2d(F.relu(F.conv2d(s, m.fc1.weight, m.fc1.bias)), m.fc2.weight, m.fc2.bias))
+    assert list(maps) == ["gate"]
+    torch.testing.assert_close(maps["gate"], ref, atol=1e-6, rtol=1e-6)
+
+
+def _pam_rows(m: nn.Module, x: torch.Tensor, idx: list[int]) -> torch.Tensor:
+    """softmax_j(q_iᵀ k_j) for the query positions idx, from the 1x1 conv weights (no 1/sqrt(d))."""
+    q = torch.einsum("oc,nchw->nohw", m.query.weight[:, :, 0, 0], x) + m.query.bias[:, None, None]
+    k = torch.einsum("oc,nchw->nohw", m.key.weight[:, :, 0, 0], x) + m.key.bias[:, None, None]
+    q, k = q.flatten(2)[:, :, idx], k.flatten(2)  # (N, C', I), (N, C', HW)
+    return torch.softmax(torch.einsum("nci,ncj->nij", q, k), dim=-1)
+
+
+@pytest.mark.parametrize("query", [None, (0, 0), [(0, 0), (4, 2), (-1, -1)], (0.5, 0.99)], ids=str)
+def test_position_attention_rows(query):
+    m = randomize_(plugattn.create("danet_pam", 16), seed=4, scale=0.3).eval()
+    x = rand(2, 16, 7, 5, seed=5)
+    with torch.no_grad(), capture(m, query=query) as maps:
+        y = m(x)
+    assert torch.equal(y, m(x).detach())
+    if isinstance(query, list):
+        expected_idx = [0, 4 * 5 + 2, 6 * 5 + 4]  # (-1, -1) is the last row and column
+    else:
+        expected_idx = {None: [3 * 5 + 2], (0, 0): [0], (0.5, 0.99): [3 * 5 + 4]}[query]
+    assert query_indices(query, 7, 5) == expected_idx
+    rows = maps["gate"]
+    assert rows.shape == (2, len(expected_idx), 7, 5)
+    torch.testing.assert_close(rows.flatten(2).sum(-1), torch.ones(2, len(expected_idx)))
+    torch.testing.assert_close(rows.flatten(2), _pam_rows(m, x, expected_idx), atol=1e-6, rtol=1e-5)
+
+
+def test_network_with_several_modules():
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = tv.models.resnet18(num_classes=10).eval()
+    insert(model, "se", zero_init=True)
+    insert(model, "danet_pam", where=["layer3.1", "layer4.0"])
+    x = rand(2, 3, 64, 64, seed=6)
+    with torch.no_grad():
+        ref = model(x)
+        with capture(model, query=(1, 1)) as maps:
+            out = model(x)
+    assert torch.equal(out, ref) and no_hooks(model)
+    se_keys = [k for k in maps if maps[k].shape[-2:] == (1, 1)]
+    assert len(se_keys) == 8 and all(k.endswith("attn.attn.gate") for k in se_keys)
+    pam = {k: v for k, v in maps.items() if k not in se_keys}
+    assert sorted(pam) == ["layer3.1.bn2.attn.gate", "layer4.0.bn2.attn.gate"]  # wraps the SE-wrapped bn2
+    assert pam["layer3.1.bn2.attn.gate"].shape == (2, 1, 4, 4)  # 64 / 16
+    assert pam["layer4.0.bn2.attn.gate"].shape == (2, 1, 2, 2)
+    # the maps are of this forward: a second forward replaces them
+    with torch.no_grad(), capture(model) as maps2:
+        model(rand(2, 3, 64, 64, seed=7))
+        model(x)
+    for k in se_keys:
+        assert torch.equal(maps2[k], maps[k])
+
+
+def test_hooks_removed_on_error_and_no_recording_outside():
+    m = plugattn.create("eca", 16).eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture(m) as maps:
+            m(rand(1, 16, 4, 4))
+            raise RuntimeError("boom")
+    assert no_hooks(m)
+    n = len(maps)
+    maps.clear()
+    m(rand(1, 16, 4, 4))
+    assert maps == {} and n == 1
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="model"):
+        with capture("net"):
+            pass
+    with pytest.raises(ValueError, match="fraction"):
+        with capture(plugattn.create("se", 8), query=(1.5, 0.0)):
+            pass
+    with pytest.raises(TypeError, match="query"):
+        query_indices("centre", 4, 4)

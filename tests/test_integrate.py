@@ -1,0 +1,296 @@
+"""insert(): placement in torchvision/timm blocks, exact identity with zero_init, learning, errors; timm attn_layer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import plugattn
+from plugattn.integrate import Inserted, ZeroInit, insert, inserted, supported_blocks
+from helpers import rand
+
+tv = pytest.importorskip("torchvision")
+timm = pytest.importorskip("timm")
+
+PRESERVING = [n for n in plugattn.list_modules() if plugattn.info(n).preserves_shape]
+GAMMA_STYLE = {"danet_pam", "danet_cam", "danet"}  # zero-initialised scale γ: identity when built
+
+
+@torch.no_grad()
+def randomize_bn_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN affine/statistics (timm zero-inits the last BN of each block, which would hide the branch)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+            m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return model
+
+
+def make(ctor, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_bn_(ctor(), seed).eval()
+
+
+def tv_resnet18():
+    return tv.models.resnet18(num_classes=10)
+
+
+def timm_resnet10t():
+    return timm.create_model("resnet10t", pretrained=False, num_classes=10)
+
+
+X = rand(1, 3, 64, 64, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# zero_init: exact identity on real networks, then learning
+
+
+@pytest.mark.parametrize("name", PRESERVING)
+@pytest.mark.parametrize("ctor", [tv_resnet18, timm_resnet10t], ids=["tv_resnet18", "timm_resnet10t"])
+def test_zero_init_is_exact_identity(name, ctor):
+    model = make(ctor)
+    base = copy.deepcopy(model)
+    with torch.no_grad():
+        before = model(X)
+    insert(model, name, zero_init=True)
+    records = inserted(model)
+    assert records and all(r.name == name for r in records)
+    if name in GAMMA_STYLE:  # identity through their own zero γ: not wrapped, so γ keeps a gradient
+        assert not any(r.wrapped for r in records)
+    elif name in ("se", "eca"):
+        assert all(r.wrapped for r in records)
+    with torch.no_grad():
+        after = model(X)
+    assert (after - before).abs().max().item() == 0.0
+    # without zero_init the same insertion changes the output (the check above could fail)
+    other = insert(base, name)
+    with torch.no_grad():
+        changed = other(X)
+    if all(r.wrapped for r in records):
+        assert not torch.equal(changed, before)
+
+
+@pytest.mark.parametrize("ctor", [
+    lambda: tv.models.mobilenet_v2(num_classes=10),
+    lambda: tv.models.mobilenet_v3_small(num_classes=10),
+    lambda: tv.models.efficientnet_b0(num_classes=10),
+    lambda: tv.models.efficientnet_v2_s(num_classes=10),
+    lambda: tv.models.convnext_tiny(num_classes=10),
+    lambda: tv.models.regnet_x_400mf(num_classes=10),
+    lambda: tv.models.resnet50(num_classes=10),
+    lambda: timm.create_model("mobilenetv3_small_050", num_classes=10),
+    lambda: timm.create_model("efficientnet_b0", num_classes=10),
+    lambda: timm.create_model("efficientnetv2_rw_t", num_classes=10),
+    lambda: timm.create_model("mobilenetv4_conv_small", num_classes=10),
+    lambda: timm.create_model("convnext_atto", num_classes=10),
+    lambda: timm.create_model("regnetx_002", num_classes=10),
+    lambda: timm.create_model("resnet26", num_classes=10),
+], ids=["tv_mbv2", "tv_mbv3", "tv_effb0", "tv_effv2s", "tv_convnext", "tv_regnet", "tv_resnet50", "timm_mbv3",
+        "timm_effb0", "timm_effv2", "timm_mbv4", "timm_convnext", "timm_regnet", "timm_resnet26"])
+def test_every_block_family(ctor):
+    """Identity with zero_init, and a working (channel-checked) forward without it, on every supported family."""
+    model = make(ctor)
+    base = copy.deepcopy(model)
+    with torch.no_grad():
+        before = model(X)
+    insert(model, "eca", zero_init=True)
+    with torch.no_grad():
+        assert torch.equal(model(X), before)
+    plain = insert(base, "se")  # SE checks its channel count, so a wrong inference raises here
+    with torch.no_grad():
+        out = plain(X)
+    assert torch.isfinite(out).all() and not torch.equal(out, before)
+
+
+def test_zero_init_learns():
+    model = insert(make(tv_resnet18), "cbam_channel" if "cbam_channel" in PRESERVING else "se", zero_init=True)
+    model = insert(model, "danet_pam", where=["layer4.0"], zero_init=True)
+    model.train()
+    x = rand(2, 3, 64, 64, seed=4)
+    model(x).square().mean().backward()
+    wrappers = [m for m in model.modules() if isinstance(m, ZeroInit)]
+    assert len(wrappers) == 8
+    for w in wrappers:
+        assert w.alpha.item() == 0 and w.alpha.grad is not None and w.alpha.grad.abs().item() > 0
+    pam = model.get_submodule([r.path for r in inserted(model) if r.name == "danet_pam"][0])
+    assert not isinstance(pam, ZeroInit) and pam.gamma.grad.abs().item() > 0  # learns through its own γ
+    before = copy.deepcopy(model).eval()(x)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert not torch.equal(model.eval()(x), before)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# placement: positions, channel counts, the block arithmetic
+
+
+def test_resnet_positions_and_channels():
+    model = insert(make(tv_resnet18), "se")
+    got = [(r.path, r.site, r.channels) for r in inserted(model)]
+    stages = [64, 64, 128, 128, 256, 256, 512, 512]
+    sites = [f"layer{i // 2 + 1}.{i % 2}" for i in range(8)]
+    assert got == [(f"{s}.bn2.attn", s, c) for s, c in zip(sites, stages)]
+    model = insert(tv.models.resnet50(), "se")
+    widths = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+    assert [r.channels for r in inserted(model)] == widths
+    assert all(r.path.endswith("bn3.attn") for r in inserted(model))
+
+
+def test_mobilenetv2_only_residual_blocks():
+    model = insert(tv.models.mobilenet_v2(), "se")
+    # torchvision's config (t, c, n, s): the n - 1 repeats of each stage with n > 1 have a residual connection
+    expected = [24] + [32] * 2 + [64] * 3 + [96] * 2 + [160] * 2
+    assert [r.channels for r in inserted(model)] == expected
+    assert all(r.path.endswith(".conv.attn") for r in inserted(model))
+
+
+def test_block_arithmetic_torchvision_basicblock():
+    model = insert(make(tv_resnet18), "se")
+    blk = model.layer2[0]  # with a downsample shortcut
+    x = rand(2, 64, 16, 16, seed=5)
+    with torch.no_grad():
+        branch = blk.bn2.module(blk.conv2(blk.relu(blk.bn1(blk.conv1(x)))))
+        expected = torch.relu(blk.bn2.attn(branch) + blk.downsample(x))
+        torch.testing.assert_close(blk(x), expected, rtol=0, atol=0)
+
+
+def test_block_arithmetic_mobilenetv2_and_cnblock():
+    model = make(lambda: tv.models.mobilenet_v2())
+    insert(model, "eca")
+    blk = model.features[3]
+    x = rand(2, 24, 8, 8, seed=6)
+    with torch.no_grad():
+        branch = x
+        for layer in list(blk.conv)[:-1]:
+            branch = layer(branch)
+        torch.testing.assert_close(blk(x), x + blk.conv.attn(branch), rtol=0, atol=0)
+    cn = make(lambda: tv.models.convnext_tiny())
+    insert(cn, "eca")
+    blk = cn.features[1][0]
+    x = rand(2, 96, 8, 8, seed=7)
+    with torch.no_grad():
+        branch = blk.layer_scale * blk.block(x)
+        torch.testing.assert_close(blk(x), blk.stochastic_depth.attn(branch) + x, rtol=0, atol=0)
+
+
+def test_block_arithmetic_timm():
+    model = make(lambda: timm.create_model("resnet10t"))
+    insert(model, "eca")
+    blk = model.layer1[0]
+    assert isinstance(blk.se, plugattn.get("eca"))  # timm's own attention slot
+    x = rand(2, 64, 8, 8, seed=8)
+    with torch.no_grad():
+        branch = blk.bn2(blk.conv2(blk.act1(blk.bn1(blk.conv1(x)))))
+        short = blk.downsample(x) if blk.downsample is not None else x
+        torch.testing.assert_close(blk(x), blk.act2(blk.se(branch) + short), rtol=0, atol=0)
+    cn = make(lambda: timm.create_model("convnext_atto"))
+    insert(cn, "eca")
+    blk = cn.stages[0].blocks[0]
+    x = rand(2, 40, 8, 8, seed=9)
+    with torch.no_grad():
+        if blk.use_conv_mlp:  # (N, C, H, W) throughout
+            y = blk.mlp(blk.norm(blk.conv_dw(x)))
+        else:  # (N, H, W, C) for the norm and MLP
+            y = blk.mlp(blk.norm(blk.conv_dw(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        y = y * blk.gamma.reshape(1, -1, 1, 1)
+        torch.testing.assert_close(blk(x), blk.drop_path.attn(y) + x, rtol=0, atol=0)
+
+
+def test_existing_state_dict_keys_are_kept_or_still_load():
+    # free slots (timm se, Sequential append, drop_path): no existing key changes
+    ctors = (lambda: timm.create_model("resnet10t"), tv.models.mobilenet_v2,
+             lambda: timm.create_model("convnext_atto"))
+    for ctor in ctors:
+        ref = ctor()
+        keys = set(ref.state_dict())
+        model = insert(copy.deepcopy(ref), "se")
+        assert keys <= set(model.state_dict())
+    # wrapped bn2: the pre-insertion state_dict still loads, attention keys are the only missing ones
+    ref = make(tv_resnet18, seed=1)
+    model = insert(make(tv_resnet18, seed=2), "se", zero_init=True)
+    result = model.load_state_dict(ref.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert result.missing_keys and all(".attn." in k for k in result.missing_keys)
+    with torch.no_grad():
+        assert torch.equal(model(X), ref(X))
+
+
+def test_where_paths_predicate_and_report():
+    model = make(tv_resnet18)
+    insert(model, "se", where=["layer1.0", "layer3.1.conv1"])
+    recs = inserted(model)
+    assert [(r.path, r.site, r.channels) for r in recs] == [
+        ("layer1.0.bn2.attn", "layer1.0", 64), ("layer3.1.conv1.attn", "layer3.1.conv1", 256)]
+    assert isinstance(model.layer3[1].conv1, Inserted) and recs[0].cls is plugattn.get("se")
+    with torch.no_grad():
+        model(X)
+    model = make(tv_resnet18)
+    insert(model, "eca", where=lambda path, m: isinstance(m, nn.BatchNorm2d) and path.endswith("bn1"))
+    assert [r.site for r in inserted(model)] == ["bn1"] + [f"layer{s}.{b}.bn1" for s in range(1, 5) for b in range(2)]
+    # a second call nests correctly and the report follows the moved module
+    insert(model, "se")
+    names = [r.name for r in inserted(model)]
+    assert names.count("eca") == 9 and names.count("se") == 8
+    for r in inserted(model):
+        assert isinstance(model.get_submodule(r.path), r.cls)
+    assert len(inserted(copy.deepcopy(model))) == 17
+    with torch.no_grad():
+        model(X)
+
+
+def test_class_and_kwargs_and_dtype():
+    model = tv_resnet18().to(torch.float64).eval()
+    insert(model, plugattn.get("se"), rd_ratio=0.5)
+    se = model.get_submodule(inserted(model)[0].path)
+    assert se.fc1.out_channels == 32 and se.fc1.weight.dtype == torch.float64
+    with torch.no_grad():
+        assert model(X.double()).dtype == torch.float64
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="supported blocks: .*torchvision.models.resnet.BasicBlock"):
+        insert(tv.models.vgg11(), "se")
+    assert "timm.models.convnext.ConvNeXtBlock" in supported_blocks()
+    with pytest.raises(ValueError, match="not in the model"):
+        insert(tv_resnet18(), "se", where=["layer9"])
+    with pytest.raises(ValueError, match="cannot infer the channel count"):
+        insert(tv_resnet18(), "se", where=["relu"])
+    with pytest.raises(ValueError, match="expected one of"):
+        insert(tv_resnet18(), "nope")
+    if "danet_head" in plugattn.list_modules():
+        with pytest.raises(ValueError, match="shape-preserving"):
+            insert(tv_resnet18(), "danet_head")
+    with pytest.raises(TypeError, match="where"):
+        insert(tv_resnet18(), "se", where=3)
+    with pytest.raises(TypeError, match="model"):
+        insert("resnet", "se")
+    model = tv_resnet18()
+    keys = set(model.state_dict())
+    with pytest.raises(ValueError):
+        insert(model, "se", where=["layer1.0", "relu"])  # fails before changing anything
+    assert set(model.state_dict()) == keys and inserted(model) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# timm's attn_layer
+
+
+@pytest.mark.parametrize("name", PRESERVING)
+def test_timm_attn_layer(name):
+    cls = plugattn.get(name)
+    # timm ResNet passes attention to its blocks through block_args (its own seresnet, ecaresnet do the same)
+    model = timm.create_model("resnet10t", block_args={"attn_layer": cls}, pretrained=False, num_classes=10).eval()
+    seen: list[int] = []
+    for m in model.modules():
+        if isinstance(m, cls):
+            m.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        y = model(rand(1, 3, 64, 64, seed=10))
+    assert seen == [64, 128, 256, 512]  # one per block, on the block's output width
+    assert y.shape == (1, 10) and torch.isfinite(y).all()
