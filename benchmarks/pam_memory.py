@@ -12,7 +12,7 @@ The outputs are saved and compared afterwards (max abs difference against the ex
 
 Variants:
     explicit   the official PAM_Module forward: full (H·W)² energy and softmax, written out in this file;
-    ours       plugattn PositionAttention (default 16 MiB block budget);
+    ours       plugattn PositionAttention (default 8 MiB block budget);
     ours_ckpt  (--backward only) the same with grad_checkpoint=True;
     sdpa_pad   (--sdpa) F.scaled_dot_product_attention(scale=1) with q, k zero-padded to C channels, which
                lets the CPU flash kernel run; zero padding leaves QᵀK unchanged. For information only: the

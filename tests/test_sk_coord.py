@@ -483,3 +483,22 @@ def test_no_input_modified_in_place_under_autograd():
         before = x.detach().clone()
         m.train()(x).sum().backward()
         assert torch.equal(x.detach(), before)
+
+
+def test_coord_gradients_when_only_some_inputs_need_them():
+    """Frozen parameters, or an input that needs no gradient: the custom backward skips what is not needed."""
+    m = randomize_(CoordAttention(16), seed=8).train()
+    ref = copy.deepcopy(m)
+    x = rand(2, 16, 5, 6, seed=9)
+    m.requires_grad_(False)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    m(xa).sum().backward()
+    ref(xb).sum().backward()
+    assert_close(xa.grad, xb.grad)
+    m.requires_grad_(True)
+    m.zero_grad()
+    ref.zero_grad()
+    m(x).sum().backward()  # x needs no gradient, the parameters do
+    ref(x.clone().requires_grad_()).sum().backward()
+    for p, q in zip(m.parameters(), ref.parameters()):
+        assert_close(p.grad, q.grad)

@@ -57,17 +57,20 @@ def time_interleaved(
 ) -> dict[str, dict[str, float]]:
     """Time several functions side by side: median, 25th and 75th percentile in ms per call, per name.
 
-    Each function is warmed up, then called ``k`` times per sample, with ``k`` chosen so that one sample takes
-    at least ``min_sample_ms`` (timer resolution, short kernels). The samples are interleaved: round r times
+    Each function is warmed up (``warmup`` calls), then called ``k`` times per sample, with ``k`` chosen so that one
+    sample takes at least ``min_sample_ms`` (timer resolution, short kernels; ``min_sample_ms <= 0``: k = 1). The samples are interleaved: round r times
     every function once, in forward order on even rounds and reverse order on odd rounds, so slow drifts of
     the machine (other processes, clock changes) hit every function alike and cancel in the ratios.
     """
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     counts = {}
     for name, fn in fns.items():
-        for _ in range(max(1, warmup)):
+        for _ in range(warmup):
             fn()
         sync()
+        if min_sample_ms <= 0:  # one call per sample, no calibration run (long calls)
+            counts[name] = 1
+            continue
         t0 = time.perf_counter()
         fn()
         sync()

@@ -273,7 +273,9 @@ def add_recipe_arguments(p: argparse.ArgumentParser, defaults: Recipe | None = N
     p.add_argument("--stem-stride", type=int, default=d.stem_stride, help=f"stride of the stem conv (default {d.stem_stride})")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu; under torchrun cuda uses LOCAL_RANK)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads per process (default 1: fastest for this small network on a shared CPU, "
+                        "and the same results on any machine; 0 = torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

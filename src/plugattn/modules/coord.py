@@ -63,14 +63,20 @@ class _CoordReweight(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, a_h, a_w = ctx.saved_tensors
-        gx = g * x  # (N, C, H, W)
-        # Σ_w g·x·a_w and Σ_h g·x·a_h as batched matrix products: no broadcast product is materialised
-        g_h = torch.matmul(a_w, gx.transpose(2, 3)).transpose(2, 3)  # (N, C, 1, W) @ (N, C, W, H) → (N, C, H, 1)
-        g_w = torch.matmul(a_h.transpose(2, 3), gx)  # (N, C, 1, H) @ (N, C, H, W) → (N, C, 1, W)
-        if torch.is_grad_enabled():  # double backward: differentiable ops only
-            g_x = g * a_w * a_h
-        else:  # reuse the buffer of g·x, which is no longer needed
-            g_x = torch.mul(g, a_w, out=gx).mul_(a_h)
+        need_x, need_h, need_w = ctx.needs_input_grad
+        g_x = g_h = g_w = gx = None
+        if need_h or need_w:
+            gx = g * x  # (N, C, H, W)
+            # Σ_w g·x·a_w and Σ_h g·x·a_h as batched matrix products: no broadcast product is materialised
+            g_h = torch.matmul(a_w, gx.transpose(2, 3)).transpose(2, 3)  # (N,C,1,W) @ (N,C,W,H) → (N,C,H,1)
+            g_w = torch.matmul(a_h.transpose(2, 3), gx)  # (N, C, 1, H) @ (N, C, H, W) → (N, C, 1, W)
+        if need_x:
+            if torch.is_grad_enabled():  # double backward: differentiable ops only
+                g_x = g * a_w * a_h
+            elif gx is not None:  # reuse the buffer of g·x, which is no longer needed
+                g_x = torch.mul(g, a_w, out=gx).mul_(a_h)
+            else:
+                g_x = (g * a_w).mul_(a_h)
         return g_x, g_h, g_w
 
 
@@ -154,11 +160,11 @@ class CoordAttention(nn.Module):
         return _CoordReweight.apply(x, a_h, a_w)
 
 
-def _coord_module(inp: int, oup: int, width_divisor: int, arg: str) -> CoordAttention:
-    for a, v in (("inp", inp), ("oup", oup), (arg, width_divisor)):
-        check_positive("from_official('coord')", **{a: v})
+def _coord_module(key: str, inp: int, oup: int, width_divisor: int, arg: str) -> CoordAttention:
+    owner = f"from_official({key!r})"
+    check_positive(owner, inp=inp, oup=oup, **{arg: width_divisor})
     if oup != inp:
-        raise ValueError(f"from_official('coord'): CoordAtt needs oup == inp (its output x · a_w · a_h "
+        raise ValueError(f"{owner}: CoordAtt needs oup == inp (its output x · a_w · a_h "
                          f"broadcasts a_h, a_w of oup channels over x of inp channels); got inp={inp}, oup={oup}")
     return CoordAttention(inp, rd_channels=max(8, inp // width_divisor))
 
@@ -166,12 +172,12 @@ def _coord_module(inp: int, oup: int, width_divisor: int, arg: str) -> CoordAtte
 @official("coord")
 def _coord(inp: int, oup: int, reduction: int = 32):
     """houqb/CoordAttention ``coordatt.py`` ``CoordAtt(inp, oup, reduction=32)``; ``oup`` must equal ``inp``."""
-    return _coord_module(inp, oup, reduction, "reduction"), rename_prefix(("bn1.", "norm."))
+    return _coord_module("coord", inp, oup, reduction, "reduction"), rename_prefix(("bn1.", "norm."))
 
 
 @official("coord_mbv2")
 def _coord_mbv2(inp: int, oup: int, groups: int = 32):
     """houqb/CoordAttention ``mbv2_ca.py`` ``CoordAtt(inp, oup, groups=32)``, the naming of ``mbv2_ca.pth``."""
-    module = _coord_module(inp, oup, groups, "groups")
+    module = _coord_module("coord_mbv2", inp, oup, groups, "groups")
     return module, rename_prefix(("bn1.", "norm."), ("conv2.", "conv_h."), ("conv3.", "conv_w."))
 

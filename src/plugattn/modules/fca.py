@@ -10,7 +10,9 @@ the DCT (the official code notes that this path is used for detection and segmen
 always applies the adaptive pooling: at the grid size it is exactly the identity, so the result equals
 the official one at every size, without a shape-dependent branch. The grid is a hyperparameter of the
 frequency space, not the input size: any H, W ≥ 1 works (inputs smaller than the grid are upsampled by
-the adaptive pooling, which repeats values; a 1×1 input has only its DC component left).
+the adaptive pooling, which repeats values; a 1×1 input has only its DC component left). The pooling is
+``plugattn._layers.adaptive_avg_pool2d``: the native op in eager mode, bin matrices built from the input
+size when exported, so an ONNX graph runs at every size.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._layers import (
+    Gate, LayerType, adaptive_avg_pool2d, check_input, check_positive, get_layer, make_divisible,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -156,7 +159,9 @@ class MultiSpectralChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        pooled = F.adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))  # (N, C, dct_h, dct_w); identity at the grid size
+        # (N, C, dct_h, dct_w); identity at the grid size. The _layers helper exports with dynamic H, W (the
+        # native op's ONNX decomposition holds indices for the example size only).
+        pooled = adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))
         s = (pooled * self.dct_weight).sum((2, 3))  # (N, C): one DCT coefficient per channel
         w = self.gate(self.fc2(self.act(self.fc1(s)))).view(n, c, 1, 1)
         return x * w

@@ -24,12 +24,17 @@ def style_pool(x: Tensor) -> Tensor:
 
     The standard deviation is the unbiased one (``torch.std``, as in the official code) when H·W > 1.
     For a single position the unbiased estimate is undefined (the official layer returns NaN); here the
-    correction drops to 0 there, giving std 0.
+    divisor H·W − 1 is clamped to 1 there, giving std 0. The divisor is computed from the shape with
+    ``torch.sym_max``, so an exported graph follows the input size. Where the variance is 0 (1×1, constant
+    channels) the gradient through the std is 0, as with ``torch.std``, not NaN.
     """
     n, c, h, w = x.shape
     flat = x.reshape(n, c, h * w)  # (N, C, HW)
-    mean = flat.mean(dim=2)
-    std = flat.std(dim=2, correction=min(1, h * w - 1))
+    mean = flat.mean(dim=2)  # (N, C)
+    var = (flat - mean[..., None]).square().sum(dim=2) / torch.sym_max(h * w - 1, 1)  # (N, C)
+    positive = var > 0
+    # sqrt only where var > 0: sqrt'(0) is inf, and inf · 0 would make the gradient NaN at 1×1
+    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
     return torch.stack((mean, std), dim=2)  # (N, C, 2)
 
 
