@@ -362,3 +362,11 @@ def test_viz_keeps_both_coordinate_attention_gates():
     torch.testing.assert_close(y, x * a_h * a_w.transpose(2, 3))  # the paper's y = x · a_h · a_w
     what, m = spatial_maps(maps)["layers.0"]
     torch.testing.assert_close(m, (a_h * a_w.transpose(2, 3)).mean(1))
+
+
+def test_same_config_tolerates_last_bit_float_differences_only():
+    a = {"recipe": {"lr": 0.1, "widths": [16, 32]}, "data": {"mean": [0.2857502763605443]}}
+    assert tr.same_config(a, {"recipe": {"lr": 0.1, "widths": [16, 32]}, "data": {"mean": [0.28575027636054423]}})
+    assert not tr.same_config(a, {"recipe": {"lr": 0.2, "widths": [16, 32]}, "data": {"mean": [0.2857502763605443]}})
+    assert not tr.same_config(a, {"recipe": {"lr": 0.1, "widths": [16, 64]}, "data": {"mean": [0.2857502763605443]}})
+    assert not tr.same_config(a, {"recipe": {"lr": 0.1}, "data": {"mean": [0.2857502763605443]}})

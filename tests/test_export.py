@@ -29,12 +29,7 @@ EXPORT_SIZE = (12, 10)
 CHECK_SIZES = [(2, 12, 10), (3, 13, 17), (1, 7, 5), (1, 1, 1)]
 
 # Known failures, with the cause (see docs/export.md); each entry names the fix proposed to the module's owner.
-ONNX_XFAIL = {
-    "fca": "F.adaptive_avg_pool2d(x, (7, 7)) is exported for the example size only (Gather out of bounds at "
-           "other sizes); fix: pool with bin matrices built from x.shape (docs/export.md)",
-    "srm": "std correction min(1, H*W - 1) is a Python int fixed at export (NaN at 1x1 in onnxruntime); fix: "
-           "divide by torch.sym_max(H*W - 1, 1) (docs/export.md)",
-}
+ONNX_XFAIL: dict[str, str] = {}  # module -> reason it cannot export yet (none at present)
 
 
 def ort_run(path, x: torch.Tensor) -> list[np.ndarray]:

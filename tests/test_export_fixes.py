@@ -122,6 +122,8 @@ def test_helper_bad_arguments():
             adaptive_avg_pool2d(x, bad)
     with pytest.raises(ValueError, match="adaptive_avg_pool2d: expected input x"):
         adaptive_avg_pool2d(rand(5, 5), 2)
+    with pytest.raises(TypeError, match="adaptive_avg_pool2d: expected input x to be a torch.Tensor"):
+        adaptive_avg_pool2d([[1.0]], 2)
 
 
 def test_helper_torch_export_follows_the_input_size():
@@ -215,3 +217,15 @@ def test_srm_style_pool_divisor_and_gradient():
     x = rand(2, 3, 1, 1, seed=9).requires_grad_()
     g, = torch.autograd.grad(style_pool(x)[..., 1].sum(), x)
     assert torch.equal(g, torch.zeros_like(g))
+
+
+@pytest.mark.parametrize("name", ["fca", "srm"])
+def test_torchscript_exporter_follows_the_input_size(tmp_path, name):
+    """The deprecated exporter traces shapes as tensors: the pooling bins and SRM's divisor must follow them."""
+    _ort()
+    torch.manual_seed(0)
+    m = randomize_(plugattn.create(name, 32), seed=3).eval()
+    path = export_onnx(m, tmp_path / f"{name}.onnx", size=(12, 10), dynamo=False)
+    for n, h, w in [(2, 12, 10), (3, 13, 17), (1, 7, 5), (1, 1, 1)]:
+        err = onnx_max_error(path, m, rand(n, 32, h, w, seed=h), relative=True)
+        assert err <= 1e-5, f"{n}x{h}x{w}: {err:.1e}"

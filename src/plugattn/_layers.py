@@ -217,8 +217,8 @@ def adaptive_avg_pool2d(x: Tensor, output_size: int | tuple[int | None, int | No
     ``torch.onnx.export`` / ``torch.export`` this function pools with two bin matrices built from ``x.shape``
     at call time instead: bin i along an axis of length L averages [floor(i·L/out), ceil((i + 1)·L/out)),
     exactly the native bins for every L (L < out repeats values; L = 1 broadcasts), equal to the native op
-    to float round-off (~1e-7 relative in float32), gradients included. Eager mode and ``torch.compile`` call
-    the native op (as fast in contiguous memory, 4-15× faster on channels_last input in forward on CPU).
+    to float round-off (~1e-7 in float32), gradients included. Eager mode and ``torch.compile`` call the
+    native op: as fast on contiguous input, 3-6× faster in forward on channels_last input (CPU).
 
     Args:
         x: (N, C, H, W) or (C, H, W).
@@ -241,9 +241,11 @@ def adaptive_avg_pool2d(x: Tensor, output_size: int | tuple[int | None, int | No
     ):
         raise ValueError(f"adaptive_avg_pool2d: output_size must be a positive int or a pair of positive ints "
                          f"(or None), got {output_size!r}")
-    if not isinstance(x, Tensor) or x.dim() not in (3, 4):
-        got = f"a {x.dim()}-D tensor" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"adaptive_avg_pool2d: expected input x of shape (N, C, H, W) or (C, H, W), got {got}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"adaptive_avg_pool2d: expected input x to be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"adaptive_avg_pool2d: expected input x of shape (N, C, H, W) or (C, H, W), "
+                         f"got a {x.dim()}-D tensor")
     if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
         return _adaptive_avg_pool2d_bins(x, sizes[0], sizes[1])
     return F.adaptive_avg_pool2d(x, sizes)

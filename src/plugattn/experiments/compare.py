@@ -32,7 +32,7 @@ from .. import registry
 from ..analysis.cost import count_flops, count_params
 from .data import ImageData, load_dataset
 from .train import (Recipe, add_data_arguments, add_recipe_arguments, build_model, data_from_args, device_from_args,
-                    dist_env, recipe_from_args, train_run)
+                    dist_env, recipe_from_args, same_config, train_run)
 
 __all__ = ["compare", "summarize", "write_report", "model_cost", "DEFAULT_MODULES", "SEED_MODULES", "HELP"]
 
@@ -210,7 +210,7 @@ def compare(
     cfg_path = out / "config.json"
     if cfg_path.is_file():
         old = json.loads(cfg_path.read_text())
-        if old != json.loads(json.dumps(config)):
+        if not same_config(old, json.loads(json.dumps(config))):
             raise ValueError(f"compare: {out} holds runs of another recipe or data set ({cfg_path}); "
                              "use another --out or delete that folder")
     elif rank == 0:

@@ -30,8 +30,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
+
+try:
+    import numpy as np
+except ImportError:  # pragma: no cover  (the `train` extra; the CLI still lists the command without it)
+    np = None
 from torch import Tensor
 
 __all__ = [
@@ -74,10 +78,10 @@ class ImageData:
     std: tuple[float, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not self.mean:
-            x = self.train_x.double() / 255  # (N, C, H, W)
+        if not self.mean:  # in numpy: the same bits whatever torch's thread count
+            x = self.train_x.numpy().astype(np.float64) / 255  # (N, C, H, W)
             self.mean = tuple(float(v) for v in x.mean((0, 2, 3)))
-            self.std = tuple(float(v) for v in x.std((0, 2, 3)))
+            self.std = tuple(float(v) for v in x.std((0, 2, 3), ddof=1))
 
     @property
     def in_channels(self) -> int:
@@ -282,6 +286,8 @@ def load_dataset(
     """
     if name not in DATASETS:
         raise ValueError(f"load_dataset: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    if np is None:
+        raise ImportError("plugattn's experiments need numpy and tqdm: pip install 'plugattn[train]'")
     if name == "fmnist-mini":
         path = Path(data_dir) / EMBEDDED if data_dir is not None else _embedded_path()
         if not path.is_file():

@@ -130,6 +130,17 @@ def evaluate(model: nn.Module, data: ImageData, device: torch.device, batch_size
     return float(correct) / n, float(loss) / n
 
 
+def same_config(a: Any, b: Any, rel: float = 1e-9) -> bool:
+    """Equal plain configs, floats to ``rel`` (data statistics may differ in the last bits across machines)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_config(a[k], b[k], rel) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_config(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rel, abs_tol=rel)
+    return a == b
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`train_run` (tensors and plain metadata only: ``weights_only=True``)."""
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -184,7 +195,7 @@ def train_run(
     start_epoch, history, train_time = 0, [], 0.0
     if out is not None and (out / "last.pt").is_file():
         ck = load_checkpoint(out / "last.pt")
-        if ck["meta"]["recipe"] == meta["recipe"] and ck["meta"]["data"] == meta["data"]:
+        if same_config(ck["meta"]["recipe"], meta["recipe"]) and same_config(ck["meta"]["data"], meta["data"]):
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             start_epoch, history, train_time = int(ck["epoch"]), list(ck["history"]), float(ck["train_time"])
@@ -196,7 +207,10 @@ def train_run(
     local = slice(rank, None, world)
     show = progress and rank == 0
     if show:
-        from tqdm.auto import tqdm
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # progress bars need the `train` extra; train without them
+            show = False
     for epoch in range(start_epoch, recipe.epochs):
         net.train()
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)

@@ -24,18 +24,22 @@ def style_pool(x: Tensor) -> Tensor:
 
     The standard deviation is the unbiased one (``torch.std``, as in the official code) when H·W > 1.
     For a single position the unbiased estimate is undefined (the official layer returns NaN); here the
-    divisor H·W − 1 is clamped to 1 there, giving std 0. The divisor is computed from the shape with
-    ``torch.sym_max``, so an exported graph follows the input size. Where the variance is 0 (1×1, constant
-    channels) the gradient through the std is 0, as with ``torch.std``, not NaN.
+    divisor H·W − 1 is clamped to 1 there, giving std 0. The divisor is a tensor built from the shape at call
+    time, so an exported graph follows the input size (a Python ``min`` would be frozen at the example's
+    value). Where the variance is 0 (1×1, constant channels) the gradient through the std is 0, as with
+    ``torch.std``, not NaN. float16/bfloat16 statistics are computed in float32, as ``torch.std`` does.
     """
     n, c, h, w = x.shape
     flat = x.reshape(n, c, h * w)  # (N, C, HW)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
     mean = flat.mean(dim=2)  # (N, C)
-    var = (flat - mean[..., None]).square().sum(dim=2) / torch.sym_max(h * w - 1, 1)  # (N, C)
+    divisor = torch.full((), h * w - 1, dtype=flat.dtype, device=flat.device).clamp(min=1)  # max(HW − 1, 1)
+    var = (flat - mean[..., None]).square().sum(dim=2) / divisor  # (N, C)
     positive = var > 0
     # sqrt only where var > 0: sqrt'(0) is inf, and inf · 0 would make the gradient NaN at 1×1
     std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-    return torch.stack((mean, std), dim=2)  # (N, C, 2)
+    return torch.stack((mean, std), dim=2).to(x.dtype)  # (N, C, 2)
 
 
 @register(

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, check_positive
+from .._layers import ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, check_positive
 from ..modules.fca import FREQ_METHODS, dct_filters
 
 __all__ = [
@@ -245,7 +245,7 @@ class DCTPool(Squeeze):
                              persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = F.adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))  # (N, C, dct_h, dct_w)
+        pooled = adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))  # (N, C, dct_h, dct_w)
         return (pooled * self.dct_weight).sum((2, 3), keepdim=True)  # (N, C, 1, 1)
 
 
