@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/plugattn list --channels 64 --size 56
+	$(BIN)/plugattn compare
 
 test: venv
 	$(BIN)/python -m pytest

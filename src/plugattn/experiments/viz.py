@@ -381,7 +381,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", default=["runs/compare"],
                         help="final.pt checkpoints or compare output folders (default runs/compare)")
     parser.add_argument("--seed", type=int, default=0, help="which seed's checkpoints to draw from a folder (default 0)")
-    parser.add_argument("--out", "-o", default="docs/figures", help="figure folder (default docs/figures)")
+    parser.add_argument("--out", "-o", default=None,
+                        help="figure folder (default: figures/ inside the first folder given, or beside the checkpoint)")
     parser.add_argument("--gallery", default=None, help="write a markdown gallery here (e.g. docs/gallery.md)")
     parser.add_argument("--data-dir", default=None, help="data folder, if not the dataset's default place")
     parser.add_argument("--per-class", type=int, default=100, help="test images per class for the averages (default 100)")
@@ -390,6 +391,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Draw every checkpoint; optionally write the gallery."""
     ckpts = _find_checkpoints(args.paths, args.seed)
+    if args.out is None:
+        first = Path(args.paths[0])
+        args.out = str((first if first.is_dir() else first.parent) / "figures")
     cache: dict[str, ImageData] = {}
     sections = []
     for c in ckpts:

@@ -146,7 +146,8 @@ class CoordAttention(nn.Module):
         self.act = get_layer(act_layer, arg_name="act_layer")
         self.conv_h = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
         self.conv_w = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
-        self.gate = Gate(gate_layer)
+        self.gate_h = Gate(gate_layer)  # two gates, so capture() records a_h and a_w apart
+        self.gate_w = Gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
@@ -155,8 +156,8 @@ class CoordAttention(nn.Module):
         s = torch.cat((z_h, z_w), dim=2).unsqueeze(3)  # (N, C, H + W, 1): [z^h, z^w] as one sequence
         f = self.act(self.norm(self.conv1(s)))  # (N, mip, H + W, 1)
         f_h, f_w = f.split((h, w), dim=2)  # (N, mip, H, 1), (N, mip, W, 1)
-        a_h = self.gate(self.conv_h(f_h))  # (N, C, H, 1)
-        a_w = self.gate(self.conv_w(f_w)).transpose(2, 3)  # (N, C, 1, W)
+        a_h = self.gate_h(self.conv_h(f_h))  # (N, C, H, 1)
+        a_w = self.gate_w(self.conv_w(f_w)).transpose(2, 3)  # (N, C, 1, W)
         return _CoordReweight.apply(x, a_h, a_w)
 
 
