@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if "targets" in args.only:
         import targets
 
-        targs = targets.parse_args((["--quick"] if args.quick else []) + (["--md", str(args.md)] if args.md else []))
+        md = ["--md", str(args.md)] if args.md else []
+        targs = targets.parse_args(["--quick" if args.quick else "--full"] + md)
         try:
             cpu = targets.machine()
             cpu.update({"cpu": info.get("name", args.device), "gpu": info})

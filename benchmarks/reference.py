@@ -220,7 +220,7 @@ def zpool_parts(zg: nn.Module) -> tuple[nn.Conv2d, nn.Module | None]:
 
 
 def _zpool_conv_gate(zg, x):
-    """Official SpatialGate / AttentionGate on x: ChannelPool (max, mean over dim 1) → 7×7 conv → BN → σ → x·s."""
+    """Official SpatialGate / AttentionGate: ChannelPool (max, mean over dim 1) → 7×7 conv → BN → σ → x·s."""
     pooled = torch.cat((torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)), dim=1)
     conv, bn = zpool_parts(zg)
     k = conv.weight.shape[-1]
@@ -269,7 +269,8 @@ def _dct_filter(dct_h: int, dct_w: int, mapper_x, mapper_y, channel: int, dtype)
     for i, (u_x, v_y) in enumerate(zip(mapper_x, mapper_y)):
         for t_x in range(dct_h):
             for t_y in range(dct_w):
-                filt[i * c_part:(i + 1) * c_part, t_x, t_y] = build_filter(t_x, u_x, dct_h) * build_filter(t_y, v_y, dct_w)
+                value = build_filter(t_x, u_x, dct_h) * build_filter(t_y, v_y, dct_w)
+                filt[i * c_part:(i + 1) * c_part, t_x, t_y] = value
     return filt.to(dtype)
 
 
@@ -386,8 +387,8 @@ def _coord(m, x):
     y = _act(_bn(_conv(y, m.conv1), m.norm), m.act, "hswish")
     x_h, x_w = torch.split(y, [h, w], dim=2)
     x_w = x_w.permute(0, 1, 3, 2)
-    a_h = _gate(_conv(x_h, m.conv_h), m.gate)
-    a_w = _gate(_conv(x_w, m.conv_w), m.gate)
+    a_h = _gate(_conv(x_h, m.conv_h), getattr(m, "gate_h", getattr(m, "gate", None)))
+    a_w = _gate(_conv(x_w, m.conv_w), getattr(m, "gate_w", getattr(m, "gate", None)))
     return identity * a_w * a_h
 
 

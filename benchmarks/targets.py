@@ -2,13 +2,15 @@
 
     .venv/bin/python benchmarks/targets.py            # every target (a few minutes on 2 CPU cores)
     .venv/bin/python benchmarks/targets.py --quick    # fewer repeats and sizes (about a minute)
+    .venv/bin/python benchmarks/targets.py --full     # also (a)'s timing at 128×128 (5 more minutes)
     .venv/bin/python benchmarks/targets.py --only a b --md out.md --json out.json
 
 Targets (CPU, float32):
 
 (a) DANet position attention (``danet_pam``) and the non-local block (``non_local``): peak extra memory of one
     forward pass at 128×128 (C = 512, batch 2) at least 20× below the explicit formulation (the whole
-    (H·W)² matrix, ``benchmarks/reference.py``), and no slower than it at 32×32 and above.
+    (H·W)² matrix, ``benchmarks/reference.py``), and no slower than it at 32×32 and above (timed at 32×32 and
+    64×64; 128×128 with ``--full``, where one explicit pass takes seconds and 4 GiB).
 (b) Triplet Attention at least 4× faster than the official permute-based formulation, forward, at
     (8, 64, 56, 56) and (8, 256, 28, 28).
 (c) SE, ECA, CBAM, Coordinate Attention, GC and SK no slower than timm's implementation of the same module,
@@ -291,7 +293,7 @@ def target_e(args) -> None:
     for shape in args.cl_shapes:
         x = rand(shape)
         x_cl = x.to(memory_format=torch.channels_last)
-        for name in plugattn.list_modules():
+        for name in args.names or plugattn.list_modules():
             m = make(name, shape[1])
             m_cl = make(name, shape[1]).to(memory_format=torch.channels_last)
             m_cl.load_state_dict(m.state_dict())
@@ -310,7 +312,8 @@ def to_markdown(rows: list[dict], info: dict) -> str:
            f"Python {info['python']}; load average {info['loadavg_start'][0]:.1f} at start, "
            f"{info.get('loadavg_end', (0,))[0]:.1f} at end; {info.get('seconds', 0):.0f} s.", ""]
     for target in sorted({r["target"] for r in rows}):
-        out += [f"| target {target} | ours | baseline | ratio | need | status | note |", "|---|---:|---:|---:|---|---|---|"]
+        out += [f"| target {target} | ours | baseline | ratio | need | status | note |",
+                "|---|---:|---:|---:|---|---|---|"]
         for r in rows:
             if r["target"] == target:
                 out.append(f"| {r['case']} | {r['ours']} | {r['baseline']} | {r['ratio']:.2f} | {r['need']} | "
@@ -322,10 +325,12 @@ def to_markdown(rows: list[dict], info: dict) -> str:
 def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
+    p.add_argument("--full", action="store_true", help="also time (a) at 128×128 (minutes on a CPU)")
     p.add_argument("--only", nargs="+", choices=list("abcde"), default=list("abcde"))
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds per timing (default 9; quick 3)")
     p.add_argument("--min-sample-ms", type=float, default=None, help="least time of one sample (default 40; quick 10)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--names", nargs="+", help="modules for (e) (default: every registered module)")
     p.add_argument("--json", type=Path, help="write every row and the machine description here")
     p.add_argument("--md", type=Path, help="write the tables as markdown here")
     args = p.parse_args(argv)
@@ -333,7 +338,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     args.min_sample_ms = args.min_sample_ms if args.min_sample_ms is not None else (10.0 if args.quick else 40.0)
     args.shapes = [SHAPES[1]] if args.quick else SHAPES
     args.cl_shapes = [(2, 64, 28, 28)] if args.quick else SHAPES
-    args.attn_sizes = [32, 64] if args.quick else [32, 64, 128]
+    args.attn_sizes = [32] if args.quick else [32, 64, 128] if args.full else [32, 64]
     return args
 
 

@@ -126,3 +126,23 @@ def test_bad_arguments():
             pass
     with pytest.raises(TypeError, match="query"):
         query_indices("centre", 4, 4)
+
+
+@pytest.mark.parametrize("sub_sample", [False, True])
+def test_non_local_rows_not_matrix(sub_sample):
+    """Non-local records rows for the query (explicit softmax of θᵀφ / √C'), never its HW × S blocks."""
+    m = randomize_(plugattn.create("non_local", 16, sub_sample=sub_sample), seed=6, scale=0.3).eval()
+    x = rand(2, 16, 8, 6, seed=7)
+    with torch.no_grad(), capture(m, query=(2, 3)) as maps:
+        y = m(x)
+    assert torch.equal(y, m(x).detach())
+    theta = m.theta(x).flatten(2)[:, :, [2 * 6 + 3]]  # (N, C', 1)
+    src = torch.nn.functional.max_pool2d(x, 2) if sub_sample else x
+    phi = m.phi(src)
+    if sub_sample and m.sub_sample_after_proj:
+        phi = torch.nn.functional.max_pool2d(m.phi(x), 2)
+    expected = torch.softmax(torch.einsum("nci,ncj->nij", theta, phi.flatten(2)) * m.scale, dim=-1)
+    rows = maps["gate"]
+    grid = (4, 3) if sub_sample else (8, 6)
+    assert rows.shape == (2, 1, *grid)
+    torch.testing.assert_close(rows.flatten(2), expected.detach(), atol=1e-6, rtol=1e-5)

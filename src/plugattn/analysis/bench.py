@@ -47,7 +47,7 @@ def time_fn(fn: Callable[[], object], *, repeats: int = 20, warmup: int = 3, dev
 
 
 def _stats(times: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2]}
 
 
@@ -58,9 +58,10 @@ def time_interleaved(
     """Time several functions side by side: median, 25th and 75th percentile in ms per call, per name.
 
     Each function is warmed up (``warmup`` calls), then called ``k`` times per sample, with ``k`` chosen so that one
-    sample takes at least ``min_sample_ms`` (timer resolution, short kernels; ``min_sample_ms <= 0``: k = 1). The samples are interleaved: round r times
-    every function once, in forward order on even rounds and reverse order on odd rounds, so slow drifts of
-    the machine (other processes, clock changes) hit every function alike and cancel in the ratios.
+    sample takes at least ``min_sample_ms`` (timer resolution, short kernels; ``min_sample_ms <= 0``: k = 1).
+    The samples are interleaved: round r times every function once, in forward order on even rounds and reverse
+    order on odd rounds, so slow drifts of the machine (other processes, clock changes) hit every function alike
+    and cancel in the ratios. Each entry also holds the per-round ``times`` (see :func:`paired_ratio`).
     """
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     counts = {}

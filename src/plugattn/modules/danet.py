@@ -12,9 +12,9 @@ each block's matrix stays under ``block_budget`` bytes (default 8 MiB), and each
 written straight into its slice of the preallocated output (no list of block outputs, no ``torch.cat`` copy, no
 separate full-size ``γ·out``), so the extra memory of the forward pass is the output, Q, K, V and two blocks:
 O(H·W·C + block_budget) instead of O((H·W)²). Measured at 128×128, C = 512, batch 2 (``benchmarks/targets.py``):
-about 175 MiB against about 4.2 GiB for the official formula (24×). Every attention row is computed by the same
-reduction as in the official formula, so the result equals it to float32 round-off; with one block (small maps,
-or ``block_budget=None``) the operations are exactly the official ones.
+167 MiB against 4253 MiB for the official formula (25×), in the same time. Every attention row is computed by
+the same reduction as in the official formula, so the result equals it to float32 round-off; with one block
+(small maps, or ``block_budget=None``) the operations are exactly the official ones.
 
 Tracing and export. The number of blocks is plain Python arithmetic on ``x.shape`` (batch, H·W, itemsize),
 evaluated at call time, and the blocks are a Python loop over ``torch.split``. ``torch.compile`` and
@@ -67,17 +67,30 @@ def attention_block_rows(
     return max(1, block_budget // (batch * keys * itemsize))
 
 
-def _attend_block(q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, scale: float | None) -> Tensor:
+def _attend_block(q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, scale: float | None,
+                  buffer: Tensor | None = None) -> Tensor:
     # q: (N, rows, d), k: (N, d, S), v: (N, Cv, S) → (N, Cv, rows)
-    logits = torch.bmm(q, k)  # (N, rows, S)
-    if scale is not None:
-        logits = logits * scale
+    if buffer is None:
+        logits = torch.bmm(q, k)  # (N, rows, S)
+        if scale is not None:
+            logits = logits * scale
+    else:  # no autograd, eager: the logits go into the caller's reused buffer
+        n, rows, s = q.shape[0], q.shape[1], k.shape[2]
+        logits = torch.bmm(q, k, out=buffer[: n * rows * s].view(n, rows, s))
+        if scale is not None:
+            logits.mul_(scale)
     return torch.bmm(v, gate(logits).transpose(1, 2))  # gate: softmax over the keys
+
+
+def _eager() -> bool:
+    """False while compiling, exporting or tracing (those graphs get the plain, functional block)."""
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def blockwise_attention(
     q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, rows: int, *, scale: float | None = None,
     grad_checkpoint: bool = False, residual: Tensor | None = None, res_scale: Tensor | None = None,
+    result_like: Tensor | None = None,
 ) -> Tensor:
     """Softmax attention ``v · gate(scale · q k)ᵀ`` computed over blocks of ``rows`` query positions.
 
@@ -88,26 +101,38 @@ def blockwise_attention(
     static for a given input size (see the file docstring on tracing and export).
 
     With ``residual`` (N, Cv, L) and ``res_scale`` (broadcastable), the result is
-    ``residual + res_scale · attention`` (DANet's ``γ·out + x``), fused block by block.
+    ``residual + res_scale · attention`` (DANet's ``γ·out + x``), fused block by block. ``result_like`` (the same
+    values as ``residual``, another layout) gives the result its strides: DANet passes x itself (channels_last
+    input → channels_last output) and reads the residual from its contiguous copy, so the per-block sums run on
+    contiguous memory and only the final write into the result is strided.
 
     Memory: with one block (``rows >= L``) the operations are exactly the plain formula. With several, the
-    result is allocated once (``empty_like(residual)``, so it keeps the residual's strides, or (N, Cv, L))
-    and each block's output is written into its slice: no list of block outputs, no ``torch.cat`` copy, no
-    separate full-size ``res_scale · out`` and sum. Peak extra memory is the result plus two blocks of logits.
+    result is allocated once (``empty_like(result_like)``, or (N, Cv, L)) and each block's output is written into
+    its slice: no list of block outputs, no ``torch.cat`` copy, no separate full-size ``res_scale · out`` and
+    sum. Peak extra memory is the result plus two blocks of logits.
+
+    Allocations: without autograd, in eager mode, the logits of every block are computed into one buffer
+    allocated once (``torch.bmm(..., out=)``), so each block allocates only its softmax. With glibc's malloc,
+    two fresh block-sized allocations per block made it trim and re-fault the heap at every block (measured at
+    (8, 64, 56, 56): 2.5× the time of the same work on reused memory). A forward hook that keeps a gate's
+    *input* must therefore clone it; the gate's output (what :func:`plugattn.capture` records) is fresh.
     """
     use_ckpt = grad_checkpoint and torch.is_grad_enabled()
+    reuse = not (q.requires_grad or k.requires_grad or v.requires_grad) and _eager()
+    buffer = q.new_empty(q.shape[0] * min(rows, q.shape[1]) * k.shape[2]) if reuse else None
 
     def block(q_blk: Tensor) -> Tensor:
         if use_ckpt:
             return checkpoint(_attend_block, q_blk, k, v, gate, scale, use_reentrant=False)
-        return _attend_block(q_blk, k, v, gate, scale)
+        return _attend_block(q_blk, k, v, gate, scale, buffer)
 
+    like = residual if result_like is None else result_like
     blocks = torch.split(q, rows, dim=1)
     if len(blocks) == 1:  # the plain formula
         out = block(q)  # (N, Cv, L)
-        return out if residual is None else residual + res_scale * out
+        return out if residual is None else like + res_scale * out  # like first: the sum takes its layout
     n, length, cv = q.shape[0], q.shape[1], v.shape[1]
-    result = v.new_empty(n, cv, length) if residual is None else torch.empty_like(residual)
+    result = v.new_empty(n, cv, length) if residual is None else torch.empty_like(like)
     start = 0
     for q_blk in blocks:
         stop = start + q_blk.shape[1]
@@ -225,7 +250,8 @@ class PositionAttention(nn.Module):
         The input is made contiguous first (a copy only for channels_last or strided input): the logits are not
         scaled by 1/√d, so the softmax amplifies round-off, and layout-dependent conv kernels would make
         channels_last results differ from contiguous ones by more than float32 round-off of the output.
-        The residual reads ``x`` itself, so the output keeps x's memory format.
+        The output takes x's memory format (its residual sums read the contiguous copy, see
+        :func:`blockwise_attention`).
         """
         n, c, h, w = x.shape
         xc = x.contiguous()
@@ -233,9 +259,10 @@ class PositionAttention(nn.Module):
         k = self.key(xc).flatten(2)  # (N, C', HW)
         v = self.value(xc).flatten(2)  # (N, C, HW)
         rows = self.block_rows(n, h * w, x.element_size())
-        res = x.flatten(2) if residual else None  # (N, C, HW): a view for contiguous and channels_last x
+        res, like = (xc.flatten(2), x.flatten(2)) if residual else (None, None)  # (N, C, HW); x.flatten(2): a
+        # view for contiguous and channels_last x (a contiguous copy otherwise)
         out = blockwise_attention(q, k, v, self.gate, rows, grad_checkpoint=self.grad_checkpoint, residual=res,
-                                  res_scale=self.gamma if residual else None)  # (N, C, HW)
+                                  res_scale=self.gamma if residual else None, result_like=like)  # (N, C, HW)
         return out.view(n, c, h, w)
 
     def attention_rows(self, x: Tensor, index: int | Sequence[int] | Tensor) -> Tensor:
@@ -382,7 +409,7 @@ class DualAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        return self.pam.attend(x, residual=True) + self.cam.gamma * self.cam.attend(x)  # (x + α·PAM) + β·CAM
+        return self.pam(x) + self.cam.gamma * self.cam.attend(x)  # (x + α·PAM) + β·CAM; self.pam(x) so hooks fire
 
 
 @register(

@@ -10,11 +10,13 @@ Memory: like DANet's position attention, the (H·W) × (H·W) affinity is never 
 positions are processed in blocks by :func:`plugattn.modules.danet.blockwise_attention` (shared with
 :class:`~plugattn.modules.danet.PositionAttention`), each block's logits staying under ``block_budget`` bytes
 (default 8 MiB) and each block's response written into its slice of one preallocated (N, C', H·W) tensor.
-Measured at 128×128, C = 512, batch 2 (``benchmarks/targets.py``): about 185 MiB of extra memory for the forward
-pass against about 4.3 GiB for the whole affinity.
+Measured at 128×128, C = 512, batch 2 (``benchmarks/targets.py``): 167 MiB of extra memory for the forward pass
+against 4359 MiB for the whole affinity (26×), in the same time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -137,6 +139,30 @@ class NonLocal(nn.Module):
             for p in self.norm.parameters():
                 nn.init.zeros_(p)
 
+    def _keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """φ and g over the (optionally 2×2 max-pooled) key positions: two (N, C', S) tensors."""
+        src = F.max_pool2d(x, 2) if self.sub_sample and not self.sub_sample_after_proj else x
+        phi, g = self.phi(src), self.g(src)  # (N, C', H', W')
+        if self.sub_sample and self.sub_sample_after_proj:
+            phi, g = F.max_pool2d(phi, 2), F.max_pool2d(g, 2)
+        return phi.flatten(2), g.flatten(2)
+
+    def attention_rows(self, x: Tensor, index: int | Sequence[int] | Tensor) -> Tensor:
+        """Attention weights of the query positions ``index`` (flat, h·W + w) over the S key positions.
+
+        Returns:
+            (N, len(index), S) softmax rows through the ``gate``; S = H·W, or the pooled grid's size with
+            ``sub_sample``.
+        """
+        check_input(self, x, self.channels)
+        x = x.contiguous()  # as in attend()
+        index = torch.as_tensor(index, dtype=torch.long, device=x.device).reshape(-1)
+        theta = self.theta(x).flatten(2).index_select(2, index).transpose(1, 2)  # (N, I, C')
+        logits = torch.bmm(theta, self._keys_values(x)[0])  # (N, I, S)
+        if self.scale is not None:
+            logits = logits * self.scale
+        return self.gate(logits)
+
     def attend(self, x: Tensor) -> Tensor:
         """The non-local response y (N, C', H, W), before W_z, the norm and the residual.
 
@@ -150,11 +176,7 @@ class NonLocal(nn.Module):
             raise ValueError(f"{type(self).__name__}: sub_sample=True needs H, W >= 2 (2×2 max pooling), "
                              f"got {h}×{w}")
         theta = self.theta(x).flatten(2).transpose(1, 2)  # (N, HW, C')
-        src = F.max_pool2d(x, 2) if self.sub_sample and not self.sub_sample_after_proj else x
-        phi, g = self.phi(src), self.g(src)  # (N, C', H', W')
-        if self.sub_sample and self.sub_sample_after_proj:
-            phi, g = F.max_pool2d(phi, 2), F.max_pool2d(g, 2)
-        phi, g = phi.flatten(2), g.flatten(2)  # (N, C', S)
+        phi, g = self._keys_values(x)  # (N, C', S)
         rows = attention_block_rows(n, phi.shape[2], x.element_size(), queries=h * w,
                                     query_block=self.query_block, block_budget=self.block_budget)
         y = blockwise_attention(theta, phi, g, self.gate, rows, scale=self.scale,
