@@ -23,6 +23,13 @@ Targets (CPU, float32):
 Timing: every baseline is timed in the same call as the module it is compared with, interleaved round by round
 (:func:`plugattn.analysis.bench.time_interleaved`), median of the rounds; the ratio is the median of the
 per-round ratios. Memory: each pass runs in a fresh subprocess (:func:`plugattn.analysis.memory.peak_memory_mib`).
+
+Allocator: on Linux the script re-executes itself with glibc's malloc pinned to keep freed memory for reuse
+(``MALLOC_MMAP_THRESHOLD_`` = 32 MiB, ``MALLOC_TRIM_THRESHOLD_`` = 1 GiB; ``--system-malloc`` keeps the defaults),
+as a caching allocator (PyTorch's CUDA allocator, jemalloc, tcmalloc) does. With glibc's dynamic defaults the
+same code alternates between two speeds depending on the order of earlier allocations, because freed temporaries
+of a few MiB are returned to the kernel and re-faulted on the next call (measured: DANet PAM at (8, 64, 56, 56)
+took 110 or 280 ms; timm's CoordAttn forward+backward 4 or 16 ms), which swamps the differences measured here.
 Status: PASS when the ratio meets the target; ``~`` when it misses by less than the run's own noise (the
 larger relative interquartile range of the two timings), which on a shared machine means "not resolvable";
 FAIL otherwise. Ratios are always "baseline / ours" for time and memory (higher is better), except (d),
@@ -310,7 +317,8 @@ def target_e(args) -> None:
 def to_markdown(rows: list[dict], info: dict) -> str:
     out = [f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch']}, "
            f"Python {info['python']}; load average {info['loadavg_start'][0]:.1f} at start, "
-           f"{info.get('loadavg_end', (0,))[0]:.1f} at end; {info.get('seconds', 0):.0f} s.", ""]
+           f"{info.get('loadavg_end', (0,))[0]:.1f} at end; {info.get('seconds', 0):.0f} s; malloc "
+           f"{info.get('malloc', 'system defaults')}.", ""]
     for target in sorted({r["target"] for r in rows}):
         out += [f"| target {target} | ours | baseline | ratio | need | status | note |",
                 "|---|---:|---:|---:|---|---|---|"]
@@ -331,6 +339,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     p.add_argument("--min-sample-ms", type=float, default=None, help="least time of one sample (default 40; quick 10)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--names", nargs="+", help="modules for (e) (default: every registered module)")
+    p.add_argument("--system-malloc", action="store_true", help="keep glibc's malloc defaults (see the docstring)")
     p.add_argument("--json", type=Path, help="write every row and the machine description here")
     p.add_argument("--md", type=Path, help="write the tables as markdown here")
     args = p.parse_args(argv)
@@ -349,6 +358,7 @@ def run(args: argparse.Namespace, device: str = "cpu", info: dict | None = None)
     if args.threads:
         torch.set_num_threads(args.threads)
     info = info or machine()
+    info["malloc"] = getattr(args, "malloc", "system defaults")
     print(f"plugattn targets on {device} — {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
           f"{info['threads']} threads, load average {info['loadavg_start'][0]:.1f}")
     start = len(ROWS)
@@ -371,8 +381,24 @@ def run(args: argparse.Namespace, device: str = "cpu", info: dict | None = None)
     return rows
 
 
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def pin_malloc(argv: list[str]) -> None:
+    """Re-execute this script with :data:`MALLOC_ENV` set (glibc reads it at start-up only); see the docstring."""
+    if sys.platform.startswith("linux") and not all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], {**os.environ, **MALLOC_ENV})
+
+
 def main(argv: list[str] | None = None) -> int:
-    run(parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if not args.system_malloc:
+        pin_malloc(argv)
+    args.malloc = "system defaults" if args.system_malloc else "pinned: " + ", ".join(
+        f"{k}={v}" for k, v in MALLOC_ENV.items())
+    print(f"malloc: {args.malloc}")
+    run(args)
     return 0
 
 

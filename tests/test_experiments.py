@@ -356,7 +356,7 @@ def test_viz_keeps_both_coordinate_attention_gates():
     h = attn.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
     maps = collect(model, torch.randn(2, 1, 28, 20))
     h.remove()
-    a_h, a_w = maps["layers.0.attn.gate"], maps["layers.0.attn.gate#1"]
+    a_h, a_w = maps["layers.0.attn.gate_h"], maps["layers.0.attn.gate_w"]
     assert a_h.shape == (2, 16, 14, 1) and a_w.shape == (2, 16, 10, 1)
     x, y = seen[0]
     torch.testing.assert_close(y, x * a_h * a_w.transpose(2, 3))  # the paper's y = x · a_h · a_w

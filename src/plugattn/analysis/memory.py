@@ -6,8 +6,9 @@ resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``), ru
 ``VmHWM``. Extra memory is that peak minus the resident set just before the pass: every temporary of the
 pass and its output, not the input or the weights.
 
-The subprocess runs with glibc's mmap threshold fixed at 1 MiB (``MALLOC_MMAP_THRESHOLD_``, unless the caller
-set it), so every tensor of 1 MiB or more is its own mapping and leaves the resident set when it is freed.
+The subprocess runs with glibc's mmap threshold fixed at 1 MiB (``MALLOC_MMAP_THRESHOLD_``, overriding the
+caller's malloc settings), so every tensor of 1 MiB or more is its own mapping and leaves the resident set when
+it is freed.
 With glibc's default dynamic threshold, freed blocks of up to 32 MiB stay resident in the heap and the peak
 depends on the order of allocations (measured: the same non-local forward pass at 128×128 peaked anywhere
 between 167 and 207 MiB from one run to the next; with the fixed threshold, 167 MiB every time).
@@ -116,7 +117,9 @@ def peak_memory_mib(
     if device.startswith("cuda"):
         return _measure_here(spec)
     env = dict(os.environ)
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))  # see the module docstring
+    env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)  # see the module docstring
+    for var in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"):  # settings that keep freed memory resident
+        env.pop(var, None)
     if sys_path:
         env["PYTHONPATH"] = os.pathsep.join([*sys_path, env.get("PYTHONPATH", "")])
     proc = subprocess.run(

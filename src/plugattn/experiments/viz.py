@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate
 from ..analysis.capture import capture, query_indices
 from .data import ImageData, load_dataset, normalize
 from .train import Recipe, build_model, load_checkpoint
@@ -56,51 +55,12 @@ def _stage_of(path: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]  # "layers.0"
 
 
-def _hooks_for_rows(model: nn.Module, query: Any, store: dict[str, Tensor], seen: dict[str, Tensor]) -> list:
-    """Position-attention rows for modules whose ``attention_rows`` owner is called through a method, not
-    ``__call__`` (DANet's DualAttention calls ``pam.attend``), so capture's own hook does not fire."""
-    handles = []
-    for path, m in model.named_modules():
-        for name, child in m.named_children():
-            if callable(getattr(child, "attention_rows", None)):
-                key = f"{path}.{name}.gate" if path else f"{name}.gate"
-
-                def hook(mod, args, out, child=child, key=key):
-                    if key in seen:  # capture recorded it already
-                        return
-                    x = args[0]
-                    n, _, h, w = x.shape
-                    idx = query_indices(query, h, w)
-                    with torch.no_grad():
-                        rows = child.attention_rows(x, idx)  # (N, Q, H·W)
-                    store[key] = rows.reshape(n, len(idx), h, w)
-
-                handles.append(m.register_forward_hook(hook))
-    return handles
-
-
 @torch.no_grad()
 def collect(model: nn.Module, x: Tensor, query: Any = None) -> dict[str, Tensor]:
     """Every attention map of ``model`` on the normalised batch ``x`` (see :func:`capture`)."""
-    extra: dict[str, Tensor] = {}
-    calls: dict[str, list[Tensor]] = defaultdict(list)
     with capture(model, query=query) as maps:
-        handles = _hooks_for_rows(model, query, extra, maps)
-        for path, m in model.named_modules():  # a gate applied twice (Coordinate attention's a_h, a_w)
-            if isinstance(m, Gate):
-                handles.append(m.register_forward_hook(
-                    lambda mod, a, out, path=path: calls[path].append(out.detach())))
-        try:
-            model(x)
-        finally:
-            for h in handles:
-                h.remove()
-    out = {**maps, **{k: v for k, v in extra.items() if k not in maps}}
-    for path, outs in calls.items():
-        if len(outs) > 1 and path in out and out[path].shape == outs[-1].shape:
-            out[path] = outs[0]  # capture keeps the last call; keep every call: path, path#1, ...
-            out.update({f"{path}#{i}": o for i, o in enumerate(outs[1:], 1)})
-    return out
+        model(x)
+    return maps
 
 
 def spatial_maps(maps: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
@@ -120,9 +80,8 @@ def spatial_maps(maps: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
             elif k.endswith("attn.gate") and v.dim() == 4 and v.shape[-1] > 1 and v.shape[-2] > 1 and any(
                     kk.endswith("row_gate") for kk in d):
                 out[stage] = ("SeaFormer output gate, mean over channels", v.mean(1))
-        # Coordinate attention: one gate called twice, a_h (N, C, H, 1) then a_w before its transpose (N, C, W, 1)
-        pairs = [(v, d[k + "#1"]) for k, v in d.items() if k + "#1" in d and v.dim() == 4 and v.shape[-1] == 1
-                 and d[k + "#1"].dim() == 4 and d[k + "#1"].shape[-1] == 1]
+        # Coordinate attention: gate_h gives a_h (N, C, H, 1), gate_w gives a_w before its transpose (N, C, W, 1)
+        pairs = [(v, d[k[:-1] + "w"]) for k, v in d.items() if k.endswith(".gate_h") and k[:-1] + "w" in d]
         if stage not in out and len(pairs) == 1:
             a_h, a_w = pairs[0]
             out[stage] = ("Coordinate attention a_h·a_w, mean over channels", (a_h * a_w.transpose(2, 3)).mean(1))
@@ -133,8 +92,6 @@ def channel_weights(maps: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
     """Per gate: (label, (N, C) weights) for gates that weight channels (and SK's per-branch weights)."""
     out = {}
     for k, v in maps.items():
-        if "#" in k:
-            continue
         if v.dim() == 2 or (v.dim() == 4 and v.shape[-1] == 1 and v.shape[-2] == 1):
             out[k] = ("channel weights", v.reshape(v.shape[0], -1))
         elif v.dim() == 5 and v.shape[-1] == 1 and v.shape[-2] == 1:  # SK: (N, M, C, 1, 1) softmax over branches
