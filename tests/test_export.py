@@ -28,9 +28,6 @@ NAMES = plugattn.list_modules()
 EXPORT_SIZE = (12, 10)
 CHECK_SIZES = [(2, 12, 10), (3, 13, 17), (1, 7, 5), (1, 1, 1)]
 
-# Known failures, with the cause (see docs/export.md); each entry names the fix proposed to the module's owner.
-ONNX_XFAIL: dict[str, str] = {}  # module -> reason it cannot export yet (none at present)
-
 
 def ort_run(path, x: torch.Tensor) -> list[np.ndarray]:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -44,11 +41,6 @@ def rel_err(out: np.ndarray, ref: torch.Tensor) -> float:
     d = np.where(both_nan, 0.0, np.abs(out.astype(np.float64) - r))
     assert not np.isnan(d).any(), "NaN in one output only"
     return float(d.max(initial=0.0)) / max(1.0, float(np.nan_to_num(np.abs(r)).max(initial=0.0)))
-
-
-def xfail_known(name: str, table: dict[str, str]):
-    if name in table:
-        pytest.xfail(table[name])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -76,8 +68,6 @@ def test_onnx_dynamic_shapes_match_eager(name, tmp_path):
             continue
         if not max(errs) <= 1e-4:
             failures.append(f"{n}x{h}x{w}: {max(errs):.1e}")
-    if failures:
-        xfail_known(name, ONNX_XFAIL)
     assert not failures, failures
 
 
