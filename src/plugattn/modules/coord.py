@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._layers import Gate, LayerType, check_input, check_positive, conv1x1, get_layer, make_divisible
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -39,12 +39,19 @@ class _AxisMean(torch.autograd.Function):
     def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
         n, c, h, w = x.shape
         ctx.shape, ctx.dim = (n, c, h, w), dim
-        if not x.is_contiguous():  # channels_last and other layouts
-            return x.mean(dim)
-        xf = x.view(n * c, h, w)  # (N·C, H, W)
-        if dim == 3:
-            return torch.matmul(xf, x.new_ones(w, 1)).view(n, c, h) * (1.0 / w)  # (N, C, H)
-        return torch.matmul(x.new_ones(1, h), xf).view(n, c, w) * (1.0 / h)  # (N, C, W)
+        if x.is_contiguous():
+            xf = x.view(n * c, h, w)  # (N·C, H, W)
+            if dim == 3:
+                return torch.matmul(xf, x.new_ones(w, 1)).view(n, c, h) * (1.0 / w)  # (N, C, H)
+            return torch.matmul(x.new_ones(1, h), xf).view(n, c, w) * (1.0 / h)  # (N, C, W)
+        if x.is_contiguous(memory_format=torch.channels_last):  # the same products on the (N, H, W, C) memory
+            xl = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
+            if dim == 3:  # Σ_w over the rows of each (W, C) slab
+                z = torch.matmul(x.new_ones(1, w), xl.reshape(n * h, w, c)).view(n, h, c) * (1.0 / w)
+            else:  # Σ_h over the rows of the (H, W·C) slab of each sample
+                z = torch.matmul(x.new_ones(1, h), xl.reshape(n, h, w * c)).view(n, w, c) * (1.0 / h)
+            return z.transpose(1, 2)  # (N, C, H) or (N, C, W), a view
+        return x.mean(dim)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
@@ -153,11 +160,12 @@ class CoordAttention(nn.Module):
         check_input(self, x, self.channels)
         h, w = x.shape[2], x.shape[3]
         z_h, z_w = _AxisMean.apply(x, 3), _AxisMean.apply(x, 2)  # (N, C, H), (N, C, W)
-        s = torch.cat((z_h, z_w), dim=2).unsqueeze(3)  # (N, C, H + W, 1): [z^h, z^w] as one sequence
-        f = self.act(self.norm(self.conv1(s)))  # (N, mip, H + W, 1)
-        f_h, f_w = f.split((h, w), dim=2)  # (N, mip, H, 1), (N, mip, W, 1)
-        a_h = self.gate_h(self.conv_h(f_h))  # (N, C, H, 1)
-        a_w = self.gate_w(self.conv_w(f_w)).transpose(2, 3)  # (N, C, 1, W)
+        s = torch.cat((z_h, z_w), dim=2)  # (N, C, H + W): [z^h, z^w] as one sequence
+        # the 1×1 convs as matrix products on the (N, C, L) sequences (see conv1x1); norm and act see 4-D maps
+        f = self.act(self.norm(conv1x1(self.conv1, s).unsqueeze(3))).squeeze(3)  # (N, mip, H + W)
+        f_h, f_w = f.split((h, w), dim=2)  # (N, mip, H), (N, mip, W)
+        a_h = self.gate_h(conv1x1(self.conv_h, f_h).unsqueeze(3))  # (N, C, H, 1)
+        a_w = self.gate_w(conv1x1(self.conv_w, f_w).unsqueeze(3)).transpose(2, 3)  # (N, C, 1, W)
         return _CoordReweight.apply(x, a_h, a_w)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive
+from .._layers import Gate, LayerType, check_input, check_positive, conv1d_taps
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -79,9 +79,9 @@ class EfficientChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        s = x.mean((2, 3)).view(n, 1, c)  # (N, 1, C): channels as a 1-D sequence
-        w = self.gate(self.conv(s).view(n, c, 1, 1))
-        return x * w
+        s = x.mean((2, 3))  # (N, C): channels as a 1-D sequence
+        z = conv1d_taps(s, self.conv.weight, padding=self.conv.padding[0])  # = self.conv, faster: see conv1d_taps
+        return x * self.gate(z.view(n, c, 1, 1))
 
 
 @official("eca")
@@ -154,12 +154,12 @@ class CircularECA(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        s = x.mean((2, 3)).view(n, 1, c)  # (N, 1, C)
+        s = x.mean((2, 3))  # (N, C)
         p = self.padding
         if p > 0:  # circular padding by concatenation (export-friendly; equal to F.pad(mode="circular"))
-            s = torch.cat([s[..., c - p:], s, s[..., :p]], dim=-1)  # (N, 1, C + 2p)
-        w = self.gate(self.conv(s).view(n, c, 1, 1))
-        return x * w
+            s = torch.cat([s[:, c - p:], s, s[:, :p]], dim=1)  # (N, C + 2p)
+        z = conv1d_taps(s, self.conv.weight, self.conv.bias)  # = self.conv, faster: see conv1d_taps
+        return x * self.gate(z.view(n, c, 1, 1))
 
 
 @official("ceca_timm")

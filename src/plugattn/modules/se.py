@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._layers import Gate, LayerType, check_input, check_positive, conv1x1, get_layer, make_divisible
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -82,10 +82,13 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+        n, c = x.shape[:2]
+        s = x.mean((2, 3))  # (N, C)
         if self.add_maxpool:
-            s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
-        w = self.gate(self.fc2(self.act(self.norm(self.fc1(s)))))
+            s = 0.5 * s + 0.5 * x.amax((2, 3))
+        z = conv1x1(self.fc1, s)  # the 1×1 convs as matrix products on (N, C): see conv1x1
+        z = self.act(self.norm(z.view(n, -1, 1, 1)).view(n, -1))
+        w = self.gate(conv1x1(self.fc2, z).view(n, c, 1, 1))
         return x * w
 
 
@@ -166,10 +169,11 @@ class EffectiveSqueezeExcite(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+        n, c = x.shape[:2]
+        s = x.mean((2, 3))  # (N, C)
         if self.add_maxpool:
-            s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
-        return x * self.gate(self.fc(s))
+            s = 0.5 * s + 0.5 * x.amax((2, 3))
+        return x * self.gate(conv1x1(self.fc, s).view(n, c, 1, 1))
 
 
 @official("ese")
