@@ -13,7 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "LayerType", "get_layer", "make_divisible", "check_input", "check_positive", "Gate", "ConvNormAct",
-    "adaptive_avg_pool2d", "conv1x1", "conv1d_taps",
+    "adaptive_avg_pool2d", "conv1x1", "conv1d_taps", "descriptor_mlp", "pool_bins",
 ]
 
 LayerType = Union[str, type[nn.Module], Callable[..., nn.Module], None]
@@ -184,6 +184,18 @@ def conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return torch.baddbmm(conv.bias[:, None], w.expand(x.shape[0], -1, -1), x)
 
 
+def descriptor_mlp(s: Tensor, fc1: nn.Conv2d, norm: nn.Module, act: nn.Module, fc2: nn.Conv2d) -> Tensor:
+    """``fc2(act(norm(fc1(s))))`` on an (N, C) descriptor, 1×1 convs as matrix products (:func:`conv1x1`).
+
+    ``norm`` sees the hidden vector as an (N, C', 1, 1) map, so any 2-D norm layer (BatchNorm2d, LayerNorm2d,
+    GroupNorm) works; returns (N, C_out).
+    """
+    n = s.shape[0]
+    z = conv1x1(fc1, s)
+    z = act(norm(z.view(n, -1, 1, 1))).reshape(n, -1)
+    return conv1x1(fc2, z)
+
+
 def conv1d_taps(s: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int = 0, dilation: int = 1) -> Tensor:
     """A one-channel ``F.conv1d`` over the last axis of ``s`` (N, L), as k shifted multiply-adds.
 
@@ -210,7 +222,7 @@ def bn_momentum(momentum: float) -> Callable[..., nn.Module]:
     return partial(nn.BatchNorm2d, momentum=momentum)
 
 
-def _pool_bins(size: int, out: int, like: Tensor) -> tuple[Tensor, Tensor]:
+def pool_bins(size: int, out: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """Bins of adaptive pooling along one axis: the (out, size) 0/1 membership matrix and the (out,) bin lengths.
 
     Bin i covers [floor(i·size/out), ceil((i + 1)·size/out)), as in ``F.adaptive_avg_pool2d``; ``size`` may be
@@ -234,11 +246,11 @@ def _adaptive_avg_pool2d_bins(x: Tensor, out_h: int | None, out_w: int | None) -
     h, w = x.shape[-2], x.shape[-1]
     count = None
     if out_h is not None:
-        m_h, len_h = _pool_bins(h, out_h, y)
+        m_h, len_h = pool_bins(h, out_h, y)
         y = torch.matmul(m_h, y)  # (..., out_h, W): bin sums over H
         count = len_h[:, None]  # (out_h, 1)
     if out_w is not None:
-        m_w, len_w = _pool_bins(w, out_w, y)
+        m_w, len_w = pool_bins(w, out_w, y)
         y = torch.matmul(y, m_w.transpose(0, 1))  # (..., out_h, out_w): bin sums over W
         count = len_w[None, :] if count is None else count * len_w[None, :]  # (out_h, out_w)
     if count is not None:

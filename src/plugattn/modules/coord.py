@@ -39,12 +39,8 @@ class _AxisMean(torch.autograd.Function):
     def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
         n, c, h, w = x.shape
         ctx.shape, ctx.dim = (n, c, h, w), dim
-        if x.is_contiguous():
-            xf = x.view(n * c, h, w)  # (N·C, H, W)
-            if dim == 3:
-                return torch.matmul(xf, x.new_ones(w, 1)).view(n, c, h) * (1.0 / w)  # (N, C, H)
-            return torch.matmul(x.new_ones(1, h), xf).view(n, c, w) * (1.0 / h)  # (N, C, W)
-        if x.is_contiguous(memory_format=torch.channels_last):  # the same products on the (N, H, W, C) memory
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # matrix products on the (N, H, W, C) memory: 2–3× faster than mean() over its strided axes
             xl = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
             if dim == 3:  # Σ_w over the rows of each (W, C) slab
                 z = torch.matmul(x.new_ones(1, w), xl.reshape(n * h, w, c)).view(n, h, c) * (1.0 / w)

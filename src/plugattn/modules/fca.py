@@ -13,6 +13,12 @@ frequency space, not the input size: any H, W ≥ 1 works (inputs smaller than t
 the adaptive pooling, which repeats values; a 1×1 input has only its DC component left). The pooling is
 ``plugattn._layers.adaptive_avg_pool2d``: the native op in eager mode, bin matrices built from the input
 size when exported, so an ONNX graph runs at every size.
+
+Speed. Pooling to the grid and then weighting by the DCT basis is one linear map of x per channel: the basis
+spread back over the pooling bins, K_c = A_hᵀ D_c A_w with A the (grid × size) bin-averaging matrices (exact for
+overlapping bins too). The squeeze is then one weighted sum over H·W, ``(x · K).sum``, instead of the adaptive
+pooling kernel (which is slow on contiguous input) plus the weighting. K depends only on the input size; it is
+cached per (H, W, dtype, device) in eager mode and built in the graph when compiled or exported.
 """
 
 from __future__ import annotations
@@ -23,9 +29,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import (
-    Gate, LayerType, adaptive_avg_pool2d, check_input, check_positive, get_layer, make_divisible,
-)
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible, pool_bins
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -155,14 +159,35 @@ class MultiSpectralChannelAttention(nn.Module):
         self.act = get_layer(act_layer, arg_name="act_layer")
         self.fc2 = nn.Linear(rd_channels, channels, bias=bias, **dd)
         self.gate = Gate(gate_layer)
+        self._spread_cache: dict[tuple, Tensor] = {}
+
+    def _spread_filters(self, h: int, w: int, like: Tensor) -> Tensor:
+        """(C, H·W): the DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring)."""
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+        key = (h, w, like.dtype, like.device)
+        if not tracing and key in self._spread_cache:
+            return self._spread_cache[key]
+        d = self.dct_weight.to(torch.float64 if like.dtype == torch.float64 else torch.float32)  # (C, gh, gw)
+        member_h, len_h = pool_bins(h, self.dct_h, d)  # (gh, H), (gh,)
+        member_w, len_w = pool_bins(w, self.dct_w, d)  # (gw, W), (gw,)
+        a_h, a_w = member_h / len_h[:, None], member_w / len_w[:, None]  # bin-averaging matrices
+        k = torch.matmul(torch.matmul(a_h.transpose(0, 1), d), a_w)  # (C, H, W) = A_hᵀ D_c A_w
+        k = k.reshape(self.channels, -1).to(like.dtype)
+        if not tracing:
+            if len(self._spread_cache) >= 8:
+                self._spread_cache.clear()
+            self._spread_cache[key] = k
+        return k
+
+    def _apply(self, fn, recurse=True):  # .to(), .half(), ...: drop filters cached for the old buffer
+        self._spread_cache = {}
+        return super()._apply(fn, recurse)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n, c = x.shape[:2]
-        # (N, C, dct_h, dct_w); identity at the grid size. The _layers helper exports with dynamic H, W (the
-        # native op's ONNX decomposition holds indices for the example size only).
-        pooled = adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))
-        s = (pooled * self.dct_weight).sum((2, 3))  # (N, C): one DCT coefficient per channel
+        n, c, h, w = x.shape
+        k = self._spread_filters(h, w, x)  # (C, H·W)
+        s = (x.reshape(n, c, h * w) * k).sum(2)  # (N, C): one DCT coefficient of the pooled map per channel
         w = self.gate(self.fc2(self.act(self.fc1(s)))).view(n, c, 1, 1)
         return x * w
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._layers import Gate, LayerType, check_input, check_positive, conv1x1, descriptor_mlp, get_layer, make_divisible
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -53,8 +53,9 @@ class _ContextMlp(nn.Module):
         self.act = get_layer(act_layer, arg_name="act_layer")
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.norm(self.fc1(x))))
+    def forward(self, s: Tensor) -> Tensor:
+        """(N, C) context → (N, C)."""
+        return descriptor_mlp(s, self.fc1, self.norm, self.act, self.fc2)
 
 
 @register(
@@ -144,18 +145,19 @@ class GlobalContextBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n, c, h, w = x.shape
+        n, c = x.shape[:2]
         if self.conv_attn is not None:
-            a = self.attn_gate(self.conv_attn(x).reshape(n, 1, h * w))  # (N, 1, HW): softmax over positions
-            context = torch.matmul(x.reshape(n, c, h * w), a.transpose(1, 2))  # (N, C, 1)
-            context = context.reshape(n, c, 1, 1)
+            xs = x.flatten(2)  # (N, C, HW): a view for contiguous and channels_last x
+            # the mask conv C → 1 as a matrix-vector product (see conv1x1: 8× faster than the conv kernel)
+            a = self.attn_gate(conv1x1(self.conv_attn, xs))  # (N, 1, HW): softmax over positions
+            context = torch.matmul(xs, a.transpose(1, 2)).view(n, c)  # (N, C)
         else:
-            context = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+            context = x.mean((2, 3))  # (N, C)
         out = x
         if self.mlp_scale is not None:
-            out = out * self.gate(self.mlp_scale(context))
+            out = out * self.gate(self.mlp_scale(context).view(n, c, 1, 1))
         if self.mlp_add is not None:
-            out = out + self.mlp_add(context)
+            out = out + self.mlp_add(context).view(n, c, 1, 1)
         return out
 
 

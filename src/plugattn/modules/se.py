@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, conv1x1, get_layer, make_divisible
+from .._layers import Gate, LayerType, check_input, check_positive, conv1x1, descriptor_mlp, get_layer, make_divisible
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -86,10 +86,8 @@ class SqueezeExcite(nn.Module):
         s = x.mean((2, 3))  # (N, C)
         if self.add_maxpool:
             s = 0.5 * s + 0.5 * x.amax((2, 3))
-        z = conv1x1(self.fc1, s)  # the 1×1 convs as matrix products on (N, C): see conv1x1
-        z = self.act(self.norm(z.view(n, -1, 1, 1)).view(n, -1))
-        w = self.gate(conv1x1(self.fc2, z).view(n, c, 1, 1))
-        return x * w
+        z = descriptor_mlp(s, self.fc1, self.norm, self.act, self.fc2)  # the 1×1 convs as matrix products
+        return x * self.gate(z.view(n, c, 1, 1))
 
 
 @official("se")

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, bn_momentum, check_positive, get_layer, make_divisible
+from .._layers import (Gate, LayerType, bn_momentum, check_positive, conv1d_taps, descriptor_mlp, get_layer,
+                       make_divisible)
 from ..modules.eca import eca_kernel_size
 
 __all__ = [
@@ -87,6 +88,9 @@ class MLP(Excite):
         self.fc2 = nn.Conv2d(rd_channels, out_channels, 1, bias=bias, **dd)
 
     def forward(self, d: Tensor) -> Tensor:
+        n, _, h, w = d.shape
+        if h == 1 and w == 1:  # a pooled descriptor: the 1×1 convs as matrix products (see conv1x1)
+            return descriptor_mlp(d.reshape(n, -1), self.fc1, self.norm, self.act, self.fc2).view(n, -1, 1, 1)
         return self.fc2(self.act(self.norm(self.fc1(d))))
 
 
@@ -119,8 +123,10 @@ class ChannelConv(Excite):
 
     def forward(self, d: Tensor) -> Tensor:
         n, c, h, w = d.shape
-        s = d.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)  # (N·h·w, 1, C): channels as a sequence
-        return self.conv(s).reshape(n, h, w, c).permute(0, 3, 1, 2)  # (N, C, h, w)
+        s = d.permute(0, 2, 3, 1).reshape(n * h * w, c)  # (N·h·w, C): channels as a sequence
+        # = self.conv on (N·h·w, 1, C), as shifted multiply-adds (see conv1d_taps)
+        y = conv1d_taps(s, self.conv.weight, padding=self.conv.padding[0], dilation=self.conv.dilation[0])
+        return y.reshape(n, h, w, c).permute(0, 3, 1, 2)  # (N, C, h, w)
 
 
 class ChannelSelfAttention(Excite):
