@@ -348,15 +348,22 @@ def sa_ref(sd, x, groups, eps=1e-5):
     return pre[:, src]
 
 
-@pytest.mark.parametrize("c,groups", [(128, 64), (32, 4), (16, 8)])
+@pytest.mark.parametrize("c,groups", [(128, 64), (32, 4), (16, 8), (24, 3), (12, 1)])
 def test_shuffle_matches_official(c, groups):
+    """Even G writes the shuffled halves in place (no autograd), odd G shuffles after; both layouts, both modes."""
     half = c // (2 * groups)
     sd = rand_sd({k: (1, half, 1, 1) for k in ("cweight", "cbias", "sweight", "sbias")}
                  | {"gn.weight": (half,), "gn.bias": (half,)})
     m = plugattn.from_official("shuffle", sd, channel=c, groups=groups).double()
     for n, h, w in SIZES:
         x = rand(n, c, h, w, seed=16, dtype=F64)
-        close(m(x), sa_ref(sd, x, groups))
+        want = sa_ref(sd, x, groups)
+        close(m(x), want)
+        with torch.no_grad():
+            close(m(x), want)
+            y = m(x.to(memory_format=torch.channels_last))
+            close(y, want)
+            assert y.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_shuffle_groups_cap_and_errors():

@@ -32,7 +32,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, bn_momentum, check_input, check_positive, get_layer, make_divisible
+from .._layers import (
+    ConvNormAct, Gate, LayerType, axis_mean, bn_momentum, check_input, check_positive, get_layer, make_divisible,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -90,6 +92,11 @@ def _max_values(x: Tensor, dim: int | tuple[int, ...]) -> Tensor:
     return x.amax(dim)
 
 
+def _mean(x: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """``x.mean(dim)``; over H or W alone through :func:`~plugattn._layers.axis_mean` (fast on channels_last)."""
+    return axis_mean(x, dim) if dim in (2, 3) else x.mean(dim)
+
+
 class _MaxMean(torch.autograd.Function):
     """(amax, mean) over ``dim`` in eager mode, with one lean backward pass for both.
 
@@ -105,7 +112,7 @@ class _MaxMean(torch.autograd.Function):
         mx = _max_values(x, dim)
         ctx.save_for_backward(x, mx)
         ctx.dim = dim
-        return mx, x.mean(dim)
+        return mx, _mean(x, dim)
 
     @staticmethod
     def backward(ctx, g_max: Tensor | None, g_mean: Tensor | None) -> tuple[Tensor | None, None]:
@@ -134,7 +141,7 @@ def _max_mean(x: Tensor, dim: int | tuple[int, ...]) -> tuple[Tensor, Tensor]:
     if _eager():
         if x.requires_grad and torch.is_grad_enabled():
             return _MaxMean.apply(x, dim)
-        return _max_values(x, dim), x.mean(dim)
+        return _max_values(x, dim), _mean(x, dim)
     return x.amax(dim), x.mean(dim)
 
 

@@ -29,7 +29,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible, pool_bins
+from .._layers import (
+    Gate, LayerType, check_input, check_positive, get_layer, is_channels_last, make_divisible, pool_bins,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -162,9 +164,11 @@ class MultiSpectralChannelAttention(nn.Module):
         self._spread_cache: dict[tuple, Tensor] = {}
 
     def _spread_filters(self, h: int, w: int, like: Tensor) -> Tensor:
-        """(C, H·W): the DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring)."""
+        """The DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring):
+        (C, H·W), or (H·W, C) for channels_last ``like``."""
         tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
-        key = (h, w, like.dtype, like.device)
+        cl = is_channels_last(like)
+        key = (h, w, like.dtype, like.device, cl)
         if not tracing and key in self._spread_cache:
             return self._spread_cache[key]
         d = self.dct_weight.to(torch.float64 if like.dtype == torch.float64 else torch.float32)  # (C, gh, gw)
@@ -173,6 +177,8 @@ class MultiSpectralChannelAttention(nn.Module):
         a_h, a_w = member_h / len_h[:, None], member_w / len_w[:, None]  # bin-averaging matrices
         k = torch.matmul(torch.matmul(a_h.transpose(0, 1), d), a_w)  # (C, H, W) = A_hᵀ D_c A_w
         k = k.reshape(self.channels, -1).to(like.dtype)
+        if cl:
+            k = k.t().contiguous()  # (H·W, C)
         if not tracing:
             if len(self._spread_cache) >= 8:
                 self._spread_cache.clear()
@@ -186,8 +192,11 @@ class MultiSpectralChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c, h, w = x.shape
-        k = self._spread_filters(h, w, x)  # (C, H·W)
-        s = (x.reshape(n, c, h * w) * k).sum(2)  # (N, C): one DCT coefficient of the pooled map per channel
+        k = self._spread_filters(h, w, x)  # (C, H·W), or (H·W, C) for channels_last x
+        if is_channels_last(x):  # one DCT coefficient of the pooled map per channel: (N, C)
+            s = (x.permute(0, 2, 3, 1).reshape(n, h * w, c) * k).sum(1)
+        else:
+            s = (x.reshape(n, c, h * w) * k).sum(2)
         w = self.gate(self.fc2(self.act(self.fc1(s)))).view(n, c, 1, 1)
         return x * w
 

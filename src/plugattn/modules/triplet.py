@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerType, check_input
+from .._layers import LayerType, check_input, like_layout
 from ..official import official, rename_prefix
 from ..registry import register
 from .cbam import _BN_001, ZPoolGate, _check_kernel_size, _check_optional_channels, _eager
@@ -86,7 +86,7 @@ class TripletAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         k = 1 / 2 if self.hw is None else 1 / 3  # the official Python-float scale, folded into the small weights
-        ws = [self.cw(x) * k, self.hc(x) * k]  # (N, C, 1, W), (N, C, H, 1)
+        ws = [like_layout(self.cw(x) * k, x), like_layout(self.hc(x) * k, x)]  # (N, C, 1, W), (N, C, H, 1)
         if self.hw is not None:
             ws.insert(0, self.hw(x) * k)  # (N, 1, H, W); official order: hw + cw + hc
         # y = x · s, s = Σ k·ω summed in that order: one full-size product, so autograd's backward is lean
