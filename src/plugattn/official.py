@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 

@@ -235,7 +235,6 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
     if cw:
         keys = sorted(cw)
         fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6.0), squeeze=False)
-        cmap = plt.get_cmap("tab10")
         for j, k in enumerate(keys):
             label, w = cw[k]
             top, bottom = axes[0, j], axes[1, j]

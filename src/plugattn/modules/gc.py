@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, check_input, check_positive, conv1x1, descriptor_mlp, get_layer, is_channels_last, make_divisible,
+    Gate, LayerType, channel_map, check_input, check_positive, descriptor_mlp, get_layer, make_divisible,
+    weighted_positions,
 )
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
@@ -148,16 +149,10 @@ class GlobalContextBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        if self.conv_attn is not None and is_channels_last(x):
-            xl = x.permute(0, 2, 3, 1).reshape(n, -1, c)  # (N, HW, C): a view of channels_last memory
-            # the mask conv C → 1 and the pooling as products with xl's rows (C innermost)
-            a = self.attn_gate(conv1x1(self.conv_attn, xl.transpose(1, 2)))  # (N, 1, HW): softmax over positions
-            context = torch.matmul(a, xl).view(n, c)  # (N, C)
-        elif self.conv_attn is not None:
-            xs = x.reshape(n, c, -1)  # (N, C, HW)
-            # the mask conv C → 1 as a matrix-vector product (see conv1x1: 8× faster than the conv kernel)
-            a = self.attn_gate(conv1x1(self.conv_attn, xs))  # (N, 1, HW): softmax over positions
-            context = torch.matmul(xs, a.transpose(1, 2)).view(n, c)  # (N, C)
+        if self.conv_attn is not None:
+            # the mask conv C → 1 and the attention pooling as matrix products (see channel_map)
+            a = self.attn_gate(channel_map(x, self.conv_attn.weight.flatten(1), self.conv_attn.bias))  # (N, 1, HW)
+            context = weighted_positions(x, a).view(n, c)  # (N, C)
         else:
             context = x.mean((2, 3))  # (N, C)
         out = x

@@ -27,10 +27,10 @@ from ..modules.gc import LayerNorm2d
 from ..official import rename_prefix
 from ..registry import register
 from .excite import (
-    MLP, AxialMLP, ChannelConv, ChannelSelfAttention, ChannelwiseFC, Excite, Identity, MultiScale, SpatialConv,
+    MLP, AxialMLP, ChannelConv, ChannelSelfAttention, ChannelwiseFC, Identity, MultiScale, SpatialConv,
 )
 from .gate import Gate, make_gate
-from .reweight import Add, Multiply, Residual, Reweight, Sequence
+from .reweight import Add, Multiply, Residual, Sequence
 from .squeeze import AttentionPool, ClusterPool, ConvPool, DCTPool, GeMPool, LinearPool, Pool, Squeeze
 
 __all__ = [

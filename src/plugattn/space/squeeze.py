@@ -25,10 +25,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, check_positive
+from .._layers import (
+    ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, channel_map, check_positive, weighted_positions,
+)
 from ..modules.fca import FREQ_METHODS, dct_filters
 
 __all__ = [
@@ -339,9 +340,9 @@ class AttentionPool(Squeeze):
             nn.init.zeros_(self.conv_attn.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
-        a = self.attn_gate(self.conv_attn(x).reshape(n, 1, h * w))  # (N, 1, HW)
-        return torch.matmul(x.reshape(n, c, h * w), a.transpose(1, 2)).reshape(n, c, 1, 1)
+        n, c = x.shape[:2]
+        a = self.attn_gate(channel_map(x, self.conv_attn.weight.flatten(1), self.conv_attn.bias))  # (N, 1, HW)
+        return weighted_positions(x, a).reshape(n, c, 1, 1)
 
 
 class ClusterPool(Squeeze):
@@ -394,13 +395,13 @@ class ClusterPool(Squeeze):
     def assignments(self, x: Tensor) -> Tensor:
         """Soft assignment of each position to the centres: (N, C, H, W) → (N, k, H, W), summing to 1 over k."""
         n, c, h, w = x.shape
-        sim = torch.matmul(self.centres, x.reshape(n, c, h * w)) * (c ** -0.5)  # (N, k, HW)
+        sim = channel_map(x, self.centres) * (c ** -0.5)  # (N, k, HW)
         return self.assign_gate(sim.reshape(n, self.num_clusters, h, w))
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
         n, c, h, w = x.shape
         a = self.assignments(x).reshape(n, self.num_clusters, h * w)  # (N, k, HW)
-        pooled = torch.matmul(x.reshape(n, c, h * w), a.transpose(1, 2))  # (N, C, k)
+        pooled = weighted_positions(x, a)  # (N, C, k)
         mass = a.sum(2).clamp_min(self.eps)  # (N, k)
         d = (pooled / mass.unsqueeze(1)).unsqueeze(-1)  # (N, C, k, 1)
         return _merge([d[:, :, j:j + 1] for j in range(self.num_clusters)], self.merge)  # each (N, C, 1, 1)
