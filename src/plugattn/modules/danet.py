@@ -36,7 +36,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, make_divisible
+from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, is_channels_last, make_divisible
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -336,14 +336,16 @@ class ChannelAttention(nn.Module):
     def attend(self, x: Tensor) -> Tensor:
         """The attention output ``X F`` (N, C, H, W), before the scale γ and the residual."""
         n, c, h, w = x.shape
-        f = x.flatten(2)  # (N, C, HW)
+        f = x.flatten(2)  # (N, C, HW), a view for contiguous and channels_last x
         energy = torch.bmm(f, f.transpose(1, 2))  # (N, C, C)
         attn = self.gate(energy.amax(dim=-1, keepdim=True) - energy)  # (N, C, C), the official sign flip
+        if is_channels_last(x):  # X·F written as (Fᵀ·Xᵀ): the (N, HW, C) rows of channels_last memory
+            return torch.bmm(f.transpose(1, 2), attn.transpose(1, 2)).view(n, h, w, c).permute(0, 3, 1, 2)
         return torch.bmm(attn, f).view(n, c, h, w)  # (N, C, HW) → (N, C, H, W)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        return x + self.gamma * self.attend(x)
+        return torch.addcmul(x, self.gamma, self.attend(x))  # x + γ·X F in one pass
 
 
 @register(
@@ -409,7 +411,8 @@ class DualAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        return self.pam(x) + self.cam.gamma * self.cam.attend(x)  # (x + α·PAM) + β·CAM; self.pam(x) so hooks fire
+        return torch.addcmul(self.pam(x), self.cam.gamma, self.cam.attend(x))  # (x + α·PAM) + β·CAM; self.pam(x)
+        # (not attend) so that its hooks fire
 
 
 @register(
