@@ -14,7 +14,7 @@ from torch import Tensor
 __all__ = [
     "LayerType", "get_layer", "make_divisible", "check_input", "check_positive", "Gate", "ConvNormAct",
     "adaptive_avg_pool2d", "conv1x1", "conv1d_taps", "descriptor_mlp", "pool_bins",
-    "is_channels_last", "like_layout", "axis_mean", "channel_map", "weighted_positions",
+    "is_eager", "is_channels_last", "like_layout", "axis_mean", "channel_map", "weighted_positions",
 ]
 
 LayerType = Union[str, type[nn.Module], Callable[..., nn.Module], None]
@@ -167,6 +167,13 @@ class ConvNormAct(nn.Sequential):
             self.bn = get_layer(norm_layer, out_channels, arg_name="norm_layer", device=device, dtype=dtype)
         if act_layer is not None:
             self.act = get_layer(act_layer, arg_name="act_layer")
+
+
+def is_eager() -> bool:
+    """False while compiling, exporting or tracing: those graphs get plain functional ops (no ``out=`` writes,
+    no loops unrolled by the input size, no cached tensors)."""
+    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export())
 
 
 def is_channels_last(x: Tensor) -> bool:

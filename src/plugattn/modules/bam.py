@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, make_divisible
+from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, is_eager, make_divisible
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -133,8 +133,12 @@ class BottleneckAttention(nn.Module):
         check_input(self, x, self.channels)
         mc = self.channel(x.mean((2, 3), keepdim=True))  # (N, C, 1, 1)
         ms = self.spatial(x)  # (N, 1, H, W)
-        logits = mc * ms if self.combine == "mul" else mc + ms  # (N, C, H, W)
-        return x * (1 + self.gate(logits))
+        op = torch.mul if self.combine == "mul" else torch.add
+        if is_eager() and not (torch.is_grad_enabled() and (mc.requires_grad or ms.requires_grad)):
+            logits = op(mc, ms, out=torch.empty_like(x))  # (N, C, H, W), in x's memory format
+        else:
+            logits = op(mc, ms)
+        return torch.addcmul(x, x, self.gate(logits))  # x · (1 + σ(·)) in one pass
 
 
 @official("bam")

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, axis_mean, bn_momentum, check_input, check_positive, get_layer, make_divisible,
+    ConvNormAct, Gate, LayerType, axis_mean, bn_momentum, check_input, check_positive, get_layer, is_eager,
+    make_divisible,
 )
 from ..official import official, rename_prefix
 from ..registry import register
@@ -66,11 +67,6 @@ def _check_pool_types(owner: str, pool_types: Sequence[str]) -> tuple[str, ...]:
 def _check_optional_channels(owner: str, channels: int | None) -> None:
     if channels is not None:
         check_positive(owner, channels=channels)
-
-
-def _eager() -> bool:
-    """False while compiling, exporting or tracing: those graphs get plain ``amax`` (no size-unrolled loops)."""
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def _tree_max(x: Tensor, dim: int) -> Tensor:
@@ -138,7 +134,7 @@ def _max_mean(x: Tensor, dim: int | tuple[int, ...]) -> tuple[Tensor, Tensor]:
     Eager: :class:`_MaxMean` when ``x`` needs a gradient, else :func:`_max_values` and ``mean``. Compiled, exported
     and traced graphs: plain ``amax`` and ``mean``, which they fuse well, with no loop unrolled by the input size.
     """
-    if _eager():
+    if is_eager():
         if x.requires_grad and torch.is_grad_enabled():
             return _MaxMean.apply(x, dim)
         return _max_values(x, dim), _mean(x, dim)

@@ -36,7 +36,9 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, is_channels_last, make_divisible
+from .._layers import (
+    ConvNormAct, Gate, LayerType, check_input, check_positive, is_channels_last, is_eager, make_divisible,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -82,11 +84,6 @@ def _attend_block(q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, scale: float
     return torch.bmm(v, gate(logits).transpose(1, 2))  # gate: softmax over the keys
 
 
-def _eager() -> bool:
-    """False while compiling, exporting or tracing (those graphs get the plain, functional block)."""
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
-
-
 def blockwise_attention(
     q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, rows: int, *, scale: float | None = None,
     grad_checkpoint: bool = False, residual: Tensor | None = None, res_scale: Tensor | None = None,
@@ -118,7 +115,7 @@ def blockwise_attention(
     *input* must therefore clone it; the gate's output (what :func:`plugattn.capture` records) is fresh.
     """
     use_ckpt = grad_checkpoint and torch.is_grad_enabled()
-    reuse = not (q.requires_grad or k.requires_grad or v.requires_grad) and _eager()
+    reuse = not (q.requires_grad or k.requires_grad or v.requires_grad) and is_eager()
     buffer = q.new_empty(q.shape[0] * min(rows, q.shape[1]) * k.shape[2]) if reuse else None
 
     def block(q_blk: Tensor) -> Tensor:

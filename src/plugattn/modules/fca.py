@@ -30,7 +30,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, check_input, check_positive, get_layer, is_channels_last, make_divisible, pool_bins,
+    Gate, LayerType, check_input, check_positive, get_layer, is_channels_last, is_eager, make_divisible, pool_bins,
 )
 from ..official import official, rename_prefix
 from ..registry import register
@@ -166,7 +166,7 @@ class MultiSpectralChannelAttention(nn.Module):
     def _spread_filters(self, h: int, w: int, like: Tensor) -> Tensor:
         """The DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring):
         (C, H·W), or (H·W, C) for channels_last ``like``."""
-        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+        tracing = not is_eager()
         cl = is_channels_last(like)
         key = (h, w, like.dtype, like.device, cl)
         if not tracing and key in self._spread_cache:

@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, is_channels_last
-from .cbam import _eager
+from .._layers import Gate, LayerType, check_input, check_positive, is_channels_last, is_eager
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -128,7 +127,7 @@ class ShuffleAttention(nn.Module):
         shift = sb + sw * self.norm.bias.view(half, 1, 1)
         s2 = torch.addcmul(shift, d, scale)
         g2 = self.spatial_gate(s2.reshape(b, g, half, h, w)).view(s2.shape)
-        if jn == 2 and _eager() and not (torch.is_grad_enabled() and (x.requires_grad or g1.requires_grad
+        if jn == 2 and is_eager() and not (torch.is_grad_enabled() and (x.requires_grad or g1.requires_grad
                                                                         or g2.requires_grad)):
             out = torch.empty(b, c, h, w, dtype=x.dtype, device=x.device)
             ov = out.view(b, g // 2, 2, half, 2, h, w).permute(0, 4, 1, 2, 3, 5, 6)  # (N, 2, G/2, 2, C', H, W)

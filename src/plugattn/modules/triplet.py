@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerType, check_input, like_layout
+from .._layers import LayerType, check_input, is_eager, like_layout
 from ..official import official, rename_prefix
 from ..registry import register
-from .cbam import _BN_001, ZPoolGate, _check_kernel_size, _check_optional_channels, _eager
+from .cbam import _BN_001, ZPoolGate, _check_kernel_size, _check_optional_channels
 
 __all__ = ["TripletAttention"]
 
@@ -90,7 +90,7 @@ class TripletAttention(nn.Module):
         if self.hw is not None:
             ws.insert(0, self.hw(x) * k)  # (N, 1, H, W); official order: hw + cw + hc
         # y = x · s, s = Σ k·ω summed in that order: one full-size product, so autograd's backward is lean
-        if not _eager() or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *ws))):
+        if not is_eager() or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *ws))):
             s = ws[0] + ws[1]
             for w in ws[2:]:
                 s = s.add_(w)  # autograd-safe: nothing saved the partial sum
