@@ -266,11 +266,11 @@ def conv1d_taps(s: Tensor, weight: Tensor, bias: Tensor | None = None, padding: 
 
     Equal to ``F.conv1d(s[:, None], weight, bias, padding=padding, dilation=dilation)[:, 0]`` with ``weight``
     (1, 1, k) and zero padding. ECA's k-tap conv over the channel descriptor runs as k tiny element-wise kernels
-    (≈ 2 µs each) instead of one conv call with ≈ 50 µs of fixed cost on a 2-core CPU; kernels longer than
-    16 taps use ``F.conv1d``.
+    (≈ 2 µs each) instead of one conv call with ≈ 50 µs of fixed cost on a 2-core CPU. Kernels longer than
+    16 taps, other devices and exported graphs (ONNX, ``torch.export``: one Conv node) use ``F.conv1d``.
     """
     k = weight.shape[-1]
-    if k > 16:
+    if k > 16 or s.device.type != "cpu" or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
         return F.conv1d(s[:, None], weight, bias, padding=padding, dilation=dilation)[:, 0]
     if padding:
         s = F.pad(s, (padding, padding))
