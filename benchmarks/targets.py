@@ -301,6 +301,16 @@ def target_e(args) -> None:
     for shape in args.cl_shapes:
         x = rand(shape)
         x_cl = x.to(memory_format=torch.channels_last)
+        # the PyTorch kernels the modules are made of, on the same data in the two layouts (for information)
+        w = torch.rand(shape[0], shape[1], 1, 1, device=DEVICE)
+        prims = {"x.mean((2, 3))": lambda t: t.mean((2, 3)), "x.amax(1)": lambda t: t.amax(1),
+                 "x.mean(1)": lambda t: t.mean(1), "x * w, w (N, C, 1, 1)": lambda t: t * w}
+        for label, op in prims.items():
+            t, ratio, noise = timed_pair({"contiguous": no_grad(lambda op=op: op(x)),
+                                          "channels_last": no_grad(lambda op=op: op(x_cl))},
+                                         "contiguous", "channels_last", args)
+            add_row("e (info)", f"kernel {label} {shape}", "cl " + ms(t["channels_last"]),
+                    "contig " + ms(t["contiguous"]), ratio, 1.0, noise=noise, note="PyTorch kernel, not a module")
         for name in args.names or plugattn.list_modules():
             m = make(name, shape[1])
             m_cl = make(name, shape[1]).to(memory_format=torch.channels_last)

@@ -205,6 +205,28 @@ def test_fca_matches_official(grid, shapes, c, reduction, method):
             torch.testing.assert_close(m(x), official_fca_forward(sd, x, dh, dw), atol=1e-5, rtol=1e-5)
 
 
+def test_fca_spread_filters_cache_follows_size_layout_and_dtype():
+    """The squeeze's spread DCT filters are cached per (H, W, dtype, device, layout); a size seen before, a new
+    layout, and a module converted with ``.double()`` after a forward all give the official result."""
+    c = 32
+    sd = {"dct_layer.weight": official_fca_filters(c, 7, 7, "top16").float(),
+          "fc.0.weight": _randn(2, c, seed=1), "fc.2.weight": _randn(c, 2, seed=2)}
+    m = plugattn.from_official("fca", sd, channel=c, dct_h=7, dct_w=7).eval()
+    sizes = [(9, 11), (7, 7), (9, 11)]
+    with torch.no_grad():
+        for i, (h, w) in enumerate(sizes):
+            x = rand(2, c, h, w, seed=40 + i)
+            want = official_fca_forward(sd, x, 7, 7)
+            torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(m(x.to(memory_format=torch.channels_last)), want, atol=1e-5, rtol=1e-5)
+        assert len(m._spread_cache) == 4  # two sizes × two layouts
+        m.double()
+        assert not m._spread_cache
+        x = rand(2, c, 9, 11, seed=50, dtype=torch.float64)
+        sd64 = {k: v.double() for k, v in sd.items()}
+        torch.testing.assert_close(m(x), official_fca_forward(sd64, x, 7, 7), atol=1e-6, rtol=1e-6)
+
+
 def test_fca_low1_is_se_on_scaled_mean():
     """Frequency (0, 0) is √(hw)·mean: with one DC frequency FcaNet is SE on 7·GAP (7×7 grid, 7×7 input)."""
     c = 32

@@ -249,16 +249,17 @@ def conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return torch.baddbmm(conv.bias[:, None], w.expand(x.shape[0], -1, -1), x)
 
 
-def descriptor_mlp(s: Tensor, fc1: nn.Conv2d, norm: nn.Module, act: nn.Module, fc2: nn.Conv2d) -> Tensor:
+def descriptor_mlp(s: Tensor, fc1: nn.Conv2d, norm: nn.Module | None, act: nn.Module, fc2: nn.Conv2d) -> Tensor:
     """``fc2(act(norm(fc1(s))))`` on an (N, C) descriptor, 1×1 convs as matrix products (:func:`conv1x1`).
 
-    ``norm`` sees the hidden vector as an (N, C', 1, 1) map, so any 2-D norm layer (BatchNorm2d, LayerNorm2d,
-    GroupNorm) works; returns (N, C_out).
+    ``norm`` (``None``: none) sees the hidden vector as an (N, C', 1, 1) map, so any 2-D norm layer
+    (BatchNorm2d, LayerNorm2d, GroupNorm) works; returns (N, C_out).
     """
-    n = s.shape[0]
     z = conv1x1(fc1, s)
-    z = act(norm(z.view(n, -1, 1, 1))).reshape(n, -1)
-    return conv1x1(fc2, z)
+    if norm is not None and not isinstance(norm, nn.Identity):
+        n = s.shape[0]
+        z = norm(z.view(n, -1, 1, 1)).reshape(n, -1)
+    return conv1x1(fc2, act(z))
 
 
 def conv1d_taps(s: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int = 0, dilation: int = 1) -> Tensor:

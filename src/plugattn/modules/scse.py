@@ -15,7 +15,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._layers import (
+    Gate, LayerType, channel_map, check_input, check_positive, descriptor_mlp, get_layer, make_divisible,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -97,8 +99,11 @@ class SpatialChannelSqueezeExcite(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        wc = self.channel_gate(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))  # (N, C, 1, 1)
-        ws = self.spatial_gate(self.spatial_conv(x))  # (N, 1, H, W)
+        n, c, h, w = x.shape
+        z = descriptor_mlp(x.mean((2, 3)), self.fc1, None, self.act, self.fc2)  # 1×1 convs as products
+        wc = self.channel_gate(z.view(n, c, 1, 1))  # (N, C, 1, 1)
+        ws = self.spatial_gate(channel_map(x, self.spatial_conv.weight.flatten(1), self.spatial_conv.bias)
+                               .view(n, 1, h, w))  # (N, 1, H, W): the 1×1 conv C → 1 as a product (channel_map)
         xc, xs = x * wc, x * ws
         return torch.maximum(xc, xs) if self.combine == "max" else xc + xs
 

@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._layers import (
+    ConvNormAct, Gate, LayerType, check_input, check_positive, descriptor_mlp, get_layer, make_divisible,
+)
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -167,7 +169,8 @@ class SelectiveKernel(nn.Module):
         for um in u[1:]:
             s = s + um.sum((2, 3), keepdim=True)
         s = s * (1.0 / (h * w))  # (N, C_out, 1, 1)
-        logits = self.fc_select(self.act(self.norm(self.fc_reduce(s))))  # (N, M·C_out, 1, 1), row m·C_out + c
+        # (N, M·C_out), row m·C_out + c: the 1×1 convs as matrix products on the descriptor (see conv1x1)
+        logits = descriptor_mlp(s.view(n, c), self.fc_reduce, self.norm, self.act, self.fc_select)
         a = self.gate(logits.view(n, self.num_paths, c, 1, 1))  # (N, M, C_out, 1, 1), softmax over branches
         out = u[0] * a[:, 0]
         for m in range(1, self.num_paths):
