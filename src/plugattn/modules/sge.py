@@ -118,10 +118,13 @@ class SpatialGroupEnhance(nn.Module):
     def _weights(self, t: Tensor) -> Tensor:
         """(B, G, H, W) similarities → gated weights: per-group standardisation over H·W, affine, gate."""
         h, w = t.shape[2], t.shape[3]
+        dtype = t.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # statistics in float32, as torch.std (t² underflows in fp16)
+            t = t.float()
         t = t - t.mean((2, 3), keepdim=True)
         n = max(h * w - 1, 1)  # unbiased (official torch.std); 1 at H·W = 1, see the docstring
         std = (t.pow(2).sum((2, 3), keepdim=True) / n).sqrt() + self.eps  # (B, G, 1, 1)
-        return self.gate((t / std) * self.weight + self.bias)  # (B, G, H, W)
+        return self.gate(((t / std) * self.weight + self.bias).to(dtype))  # (B, G, H, W)
 
 
 @official("sge")
