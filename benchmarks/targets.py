@@ -395,10 +395,10 @@ def run(args: argparse.Namespace, device: str = "cpu", info: dict | None = None)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
-def pin_malloc(argv: list[str]) -> None:
-    """Re-execute this script with :data:`MALLOC_ENV` set (glibc reads it at start-up only); see the docstring."""
+def pin_malloc(argv: list[str], script: str = __file__) -> None:
+    """Re-execute ``script`` (default: this one) with :data:`MALLOC_ENV` set (glibc reads it at start-up only)."""
     if sys.platform.startswith("linux") and not all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], {**os.environ, **MALLOC_ENV})
+        os.execve(sys.executable, [sys.executable, os.path.abspath(script), *argv], {**os.environ, **MALLOC_ENV})
 
 
 def main(argv: list[str] | None = None) -> int:

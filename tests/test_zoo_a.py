@@ -206,8 +206,8 @@ def test_fca_matches_official(grid, shapes, c, reduction, method):
 
 
 def test_fca_spread_filters_cache_follows_size_layout_and_dtype():
-    """The squeeze's spread DCT filters are cached per (H, W, dtype, device, layout); a size seen before, a new
-    layout, and a module converted with ``.double()`` after a forward all give the official result."""
+    """The squeeze's spread DCT filters are cached per (H, W, dtype, device); a size seen before, channels_last
+    input (pooled natively), and a module converted with ``.double()`` after a forward give the official result."""
     c = 32
     sd = {"dct_layer.weight": official_fca_filters(c, 7, 7, "top16").float(),
           "fc.0.weight": _randn(2, c, seed=1), "fc.2.weight": _randn(c, 2, seed=2)}
@@ -219,7 +219,7 @@ def test_fca_spread_filters_cache_follows_size_layout_and_dtype():
             want = official_fca_forward(sd, x, 7, 7)
             torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(m(x.to(memory_format=torch.channels_last)), want, atol=1e-5, rtol=1e-5)
-        assert len(m._spread_cache) == 4  # two sizes × two layouts
+        assert len(m._spread_cache) == 2  # two sizes; channels_last input pools natively
         m.double()
         assert not m._spread_cache
         x = rand(2, c, 9, 11, seed=50, dtype=torch.float64)

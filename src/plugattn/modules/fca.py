@@ -16,9 +16,10 @@ size when exported, so an ONNX graph runs at every size.
 
 Speed. Pooling to the grid and then weighting by the DCT basis is one linear map of x per channel: the basis
 spread back over the pooling bins, K_c = A_hᵀ D_c A_w with A the (grid × size) bin-averaging matrices (exact for
-overlapping bins too). The squeeze is then one weighted sum over H·W, ``(x · K).sum``, instead of the adaptive
-pooling kernel (which is slow on contiguous input) plus the weighting. K depends only on the input size; it is
-cached per (H, W, dtype, device) in eager mode and built in the graph when compiled or exported.
+overlapping bins too). On contiguous input the squeeze is then one weighted sum over H·W, ``(x · K).sum``,
+instead of the adaptive pooling kernel (slow there) plus the weighting; K depends only on the input size and is
+cached per (H, W, dtype, device) in eager mode, built in the graph when compiled or exported. On channels_last
+input the native pooling is fast and is used as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, check_input, check_positive, get_layer, is_channels_last, is_eager, make_divisible, pool_bins,
+    Gate, LayerType, adaptive_avg_pool2d, check_input, check_positive, get_layer, is_channels_last, is_eager,
+    make_divisible, pool_bins,
 )
 from ..official import official, rename_prefix
 from ..registry import register
@@ -164,11 +166,9 @@ class MultiSpectralChannelAttention(nn.Module):
         self._spread_cache: dict[tuple, Tensor] = {}
 
     def _spread_filters(self, h: int, w: int, like: Tensor) -> Tensor:
-        """The DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring):
-        (C, H·W), or (H·W, C) for channels_last ``like``."""
+        """(C, H·W): the DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring)."""
         tracing = not is_eager()
-        cl = is_channels_last(like)
-        key = (h, w, like.dtype, like.device, cl)
+        key = (h, w, like.dtype, like.device)
         if not tracing and key in self._spread_cache:
             return self._spread_cache[key]
         d = self.dct_weight.to(torch.float64 if like.dtype == torch.float64 else torch.float32)  # (C, gh, gw)
@@ -177,8 +177,6 @@ class MultiSpectralChannelAttention(nn.Module):
         a_h, a_w = member_h / len_h[:, None], member_w / len_w[:, None]  # bin-averaging matrices
         k = torch.matmul(torch.matmul(a_h.transpose(0, 1), d), a_w)  # (C, H, W) = A_hᵀ D_c A_w
         k = k.reshape(self.channels, -1).to(like.dtype)
-        if cl:
-            k = k.t().contiguous()  # (H·W, C)
         if not tracing:
             if len(self._spread_cache) >= 8:
                 self._spread_cache.clear()
@@ -192,11 +190,10 @@ class MultiSpectralChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c, h, w = x.shape
-        k = self._spread_filters(h, w, x)  # (C, H·W), or (H·W, C) for channels_last x
-        if is_channels_last(x):  # one DCT coefficient of the pooled map per channel: (N, C)
-            s = (x.permute(0, 2, 3, 1).reshape(n, h * w, c) * k).sum(1)
-        else:
-            s = (x.reshape(n, c, h * w) * k).sum(2)
+        if is_channels_last(x):  # the native adaptive pooling is fast on channels_last: pool, then weight
+            s = (adaptive_avg_pool2d(x, (self.dct_h, self.dct_w)) * self.dct_weight).sum((2, 3))  # (N, C)
+        else:  # one DCT coefficient of the pooled map per channel, as one weighted sum over H·W: (N, C)
+            s = (x.reshape(n, c, h * w) * self._spread_filters(h, w, x)).sum(2)
         w = self.gate(self.fc2(self.act(self.fc1(s)))).view(n, c, 1, 1)
         return x * w
 
