@@ -127,16 +127,19 @@ def blockwise_attention(
     blocks = torch.split(q, rows, dim=1)
     if len(blocks) == 1:  # the plain formula
         out = block(q)  # (N, Cv, L)
-        return out if residual is None else like + res_scale * out  # like first: the sum takes its layout
+        return out if residual is None else torch.addcmul(like, res_scale, out)  # like first: its layout
     n, length, cv = q.shape[0], q.shape[1], v.shape[1]
     result = v.new_empty(n, cv, length) if residual is None else torch.empty_like(like)
     start = 0
     for q_blk in blocks:
         stop = start + q_blk.shape[1]
         out = block(q_blk)  # (N, Cv, rows)
-        if residual is not None:
-            out = residual[:, :, start:stop] + res_scale * out
-        result[:, :, start:stop] = out  # written in place: the result is our own buffer
+        if residual is not None and reuse:  # no autograd: γ·out + x written straight into the result
+            torch.addcmul(residual[:, :, start:stop], res_scale, out, out=result[:, :, start:stop])
+        else:
+            if residual is not None:
+                out = torch.addcmul(residual[:, :, start:stop], res_scale, out)
+            result[:, :, start:stop] = out  # written in place: the result is our own buffer
         start = stop
     return result  # (N, Cv, L)
 

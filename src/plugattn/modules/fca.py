@@ -166,7 +166,7 @@ class MultiSpectralChannelAttention(nn.Module):
         self._spread_cache: dict[tuple, Tensor] = {}
 
     def _spread_filters(self, h: int, w: int, like: Tensor) -> Tensor:
-        """(C, H·W): the DCT basis spread over the adaptive-pooling bins of an H × W input (see the file docstring)."""
+        """(C, H·W): the DCT basis spread over the adaptive-pooling bins of an H × W input (file docstring)."""
         tracing = not is_eager()
         key = (h, w, like.dtype, like.device)
         if not tracing and key in self._spread_cache:

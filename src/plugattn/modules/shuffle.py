@@ -43,6 +43,11 @@ class ShuffleAttention(nn.Module):
     channels shuffled with 2 groups (``channel_shuffle(out, 2)``: output channel 2i is channel i, 2i+1 is
     channel C/2 + i). The parameters are shared by all groups.
 
+    Neither the groups nor the halves are copied out of x: the gates see their inputs as (N, G, C', 1, 1) and
+    (N, G, C', H, W) (what :func:`plugattn.capture` records), and with even G the gated halves are written straight
+    into their shuffled output channels. channels_last input is converted to contiguous and back (its halves and
+    the shuffle are gathers along the innermost axis).
+
     **Groups.** The official G = 64 needs C ≥ 128. With ``groups=None`` (default) G is the official 64 capped
     at C // 2 (each half keeps at least one channel): G = max(1, min(64, C // 2)), e.g. C = 16 → 8,
     C = 32 → 16, C ≥ 128 → 64. An explicit ``groups`` is used as given. C must be divisible by 2G
@@ -118,9 +123,9 @@ class ShuffleAttention(nn.Module):
                                                        self.spatial_bias))
         s1 = cw * x1.mean((4, 5), keepdim=True) + cb  # (N, jn, gn, C', 1, 1)
         g1 = self.channel_gate(s1.reshape(b, g, half, 1, 1)).view_as(s1)  # gates seen as (N, G, C', ·, ·)
-        # GroupNorm(C', C') is a per-channel standardisation: σ_w·GN(x₂) + b_w = (x₂ − mean)·scale + shift, with
-        # the biased variance from the centred values (two passes, as exact as GroupNorm; torch.var_mean is
-        # 40× slower on CPU here)
+        # GroupNorm(C', C') is a per-channel standardisation: σ_w·GN(x₂) + b_w = (x₂ − mean)·scale + shift,
+        # with the biased variance from the centred values (two passes, as exact as GroupNorm; torch.var_mean on
+        # this strided half took 1.9 ms at (8, 256, 28, 28), the mean 30 µs)
         d = x2 - x2.mean((4, 5), keepdim=True)  # (N, jn, gn, C', H, W)
         var = torch.linalg.vector_norm(d, dim=(4, 5), keepdim=True).square() * (1.0 / (h * w))
         scale = (var + self.norm.eps).rsqrt() * self.norm.weight.view(half, 1, 1) * sw
