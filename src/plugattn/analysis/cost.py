@@ -24,8 +24,12 @@ def count_params(module: nn.Module) -> int:
 def count_flops(module: nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass (matmuls and convs, as counted by ``torch.utils.flop_counter``).
 
-    A multiply-add counts as 2 FLOPs; elementwise work (pooling, gating) is not counted.
+    A multiply-add counts as 2 FLOPs; elementwise work (pooling, gating) is not counted. The pass is the steady
+    state: one call runs first, so that work a module caches per input size (FCA's spread DCT filters) is not
+    counted as per-call work.
     """
+    with torch.no_grad():
+        module(x)
     with FlopCounterMode(display=False) as counter:
         module(x)
     return int(counter.get_total_flops())
