@@ -280,6 +280,23 @@ def test_pam_gradients_match_official_formula(grad_checkpoint):
         assert_close(m.get_parameter(ours).grad, sd[theirs].grad, torch.float64)
 
 
+def test_pam_trainable_gamma_with_frozen_projections():
+    """Only γ trainable (frozen q/k/v convs, input without grad): the in-place block writes must leave autograd
+    a differentiable path to γ, with γ's gradient equal to the explicit formula's."""
+    c = 16
+    sd = official_pam_sd(c, seed=11)
+    m = plugattn.from_official("danet_pam", sd, in_dim=c).double()
+    m.query_block = 5
+    for name, p in m.named_parameters():
+        p.requires_grad_(name == "gamma")
+    x = rand(2, c, 6, 7, seed=12, dtype=torch.float64)
+    seed = rand(2, c, 6, 7, seed=13, dtype=torch.float64)
+    (m(x) * seed).sum().backward()
+    gamma = sd["gamma"].clone().requires_grad_()
+    (ref_pam(x, {**sd, "gamma": gamma}) * seed).sum().backward()
+    assert_close(m.gamma.grad, gamma.grad, torch.float64)
+
+
 def test_pam_compile_multi_block_matches_eager():
     m = PositionAttention(16, query_block=8).eval()
     with torch.no_grad():

@@ -238,7 +238,8 @@ def conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """``conv`` (1×1, stride 1, one group) applied to a descriptor as a matrix product.
 
     ``x`` is (N, C_in) → (N, C_out), or (N, C_in, L) → (N, C_out, L) (any strides). The weights stay in
-    ``conv``, so checkpoints and ``state_dict`` keys are unchanged. Why: on pooled descriptors the conv kernels
+    ``conv``, so checkpoints and ``state_dict`` keys are unchanged; ``conv``'s own forward (and any hook on it)
+    is not called, its parameters are read (parametrizations such as weight norm apply). Why: on pooled descriptors the conv kernels
     cost a fixed 40–300 µs per call on a 2-core CPU (oneDNN set-up and thread fork/join; measured for SE's
     pair of 1×1 convs on (8, 256, 1, 1): 89 µs, as ``F.linear``: 8 µs), more than the pooling itself.
     """

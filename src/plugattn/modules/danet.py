@@ -134,7 +134,9 @@ def blockwise_attention(
     for q_blk in blocks:
         stop = start + q_blk.shape[1]
         out = block(q_blk)  # (N, Cv, rows)
-        if residual is not None and reuse:  # no autograd: γ·out + x written straight into the result
+        if residual is not None and reuse and not (
+                torch.is_grad_enabled() and (residual.requires_grad or res_scale.requires_grad)):
+            # no autograd: γ·out + x written straight into the result
             torch.addcmul(residual[:, :, start:stop], res_scale, out, out=result[:, :, start:stop])
         else:
             if residual is not None:
