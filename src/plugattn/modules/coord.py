@@ -47,6 +47,11 @@ class _AxisMean(torch.autograd.Function):
         return (g * (1.0 / size)).unsqueeze(ctx.dim).expand(ctx.shape), None
 
 
+def _reweight(x: Tensor, a_h: Tensor, a_w: Tensor) -> Tensor:
+    """x · a_w · a_h, left to right as official, in place on our own intermediate: one full-size allocation."""
+    return (x * like_layout(a_w, x)).mul_(like_layout(a_h, x))
+
+
 class _CoordReweight(torch.autograd.Function):
     """y = x · a_w · a_h with a_h (N, C, H, 1) and a_w (N, C, 1, W), evaluated left to right as official."""
 
@@ -54,7 +59,7 @@ class _CoordReweight(torch.autograd.Function):
     def forward(ctx, x: Tensor, a_h: Tensor, a_w: Tensor) -> Tensor:  # type: ignore[override]
         a_h, a_w = like_layout(a_h, x), like_layout(a_w, x)  # channels_last x: C innermost in the weights too
         ctx.save_for_backward(x, a_h, a_w)
-        return (x * a_w).mul_(a_h)  # in place on our own intermediate: one full-size allocation
+        return (x * a_w).mul_(a_h)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
@@ -148,14 +153,17 @@ class CoordAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         h, w = x.shape[2], x.shape[3]
-        z_h, z_w = _AxisMean.apply(x, 3), _AxisMean.apply(x, 2)  # (N, C, H), (N, C, W)
+        # the autograd Functions only when a gradient is recorded: the same math, without their per-call cost
+        grad = torch.is_grad_enabled()
+        z_h = _AxisMean.apply(x, 3) if grad else axis_mean(x, 3)  # (N, C, H)
+        z_w = _AxisMean.apply(x, 2) if grad else axis_mean(x, 2)  # (N, C, W)
         s = torch.cat((z_h, z_w), dim=2)  # (N, C, H + W): [z^h, z^w] as one sequence
         # the 1×1 convs as matrix products on the (N, C, L) sequences (see conv1x1); norm and act see 4-D maps
         f = self.act(self.norm(conv1x1(self.conv1, s).unsqueeze(3))).squeeze(3)  # (N, mip, H + W)
         f_h, f_w = f.split((h, w), dim=2)  # (N, mip, H), (N, mip, W)
         a_h = self.gate_h(conv1x1(self.conv_h, f_h).unsqueeze(3))  # (N, C, H, 1)
         a_w = self.gate_w(conv1x1(self.conv_w, f_w).unsqueeze(3)).transpose(2, 3)  # (N, C, 1, W)
-        return _CoordReweight.apply(x, a_h, a_w)
+        return _CoordReweight.apply(x, a_h, a_w) if grad else _reweight(x, a_h, a_w)
 
 
 def _coord_module(key: str, inp: int, oup: int, width_divisor: int, arg: str) -> CoordAttention:
