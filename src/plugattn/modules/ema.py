@@ -28,7 +28,7 @@ __all__ = ["EfficientMultiScaleAttention"]
 class EfficientMultiScaleAttention(nn.Module):
     r"""EMA: grouped coordinate-style 1×1 branch and 3×3 branch, fused by cross-spatial attention.
 
-    The channels are split into G groups of C' = C/G (folded into the batch). For each group x_g (C', H, W):
+    The channels are split into G groups of C' = C/G adjacent channels. For each group x_g (C', H, W):
 
     .. math::
         [a_h; a_w] = \mathrm{conv}_{1\times1}([\mathrm{pool}_W(x_g); \mathrm{pool}_H(x_g)^\top]),\qquad
@@ -38,6 +38,8 @@ class EfficientMultiScaleAttention(nn.Module):
         A = \mathrm{softmax}_{C'}(\mathrm{GAP}(x_1))^\top x_2 + \mathrm{softmax}_{C'}(\mathrm{GAP}(x_2))^\top x_1
         \in \mathbb{R}^{1\times H W},\qquad y_g = x_g \cdot \sigma(A)
 
+    Computed on x itself (no copy of x into a (B·G, C', H, W) batch): the shared 3×3 conv is one grouped conv
+    with its weight tiled G times, the GroupNorm one group per channel; only the pooled descriptors are folded.
     The 1×1 conv (C' → C', bias) runs on the concatenated H- and W-pooled descriptors (official layout);
     GN is ``GroupNorm(C', C')`` (one group per channel, affine); the 3×3 conv is C' → C' with bias and
     padding 1. Both softmaxes run over the C' channels of a group; the convs and GN are shared by all groups.

@@ -27,7 +27,7 @@ __all__ = ["SpatialGroupEnhance"]
 class SpatialGroupEnhance(nn.Module):
     r"""SGE: per channel group, a spatial gate from the similarity of each position to the group's mean.
 
-    The channels are split into G groups of C/G (folded into the batch). For group features x_i at position i:
+    The channels are split into G groups of C/G (adjacent channels). For group features x_i at position i:
 
     .. math::
         c_i = \langle \mathrm{GAP}(x), x_i \rangle,\qquad

@@ -30,7 +30,7 @@ def _keep_memory_format(y: Tensor, like: Tensor) -> Tensor:
 class ShuffleAttention(nn.Module):
     r"""Shuffle Attention: per group, a channel gate on one half and a spatial gate on the other.
 
-    The channels are split into G groups (folded into the batch) and each group into two halves x₁, x₂ of
+    The channels are split into G groups (adjacent channels) and each group into two halves x₁, x₂ of
     C' = C/(2G) channels:
 
     .. math::
