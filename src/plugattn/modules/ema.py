@@ -122,13 +122,13 @@ def _per_channel_norm(y: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Te
     """``F.group_norm(y, C, weight, bias, eps)``: each (sample, channel) standardised over H·W, then affine.
 
     PyTorch's CPU group norm is 15× slower on channels_last input; there the statistics are two exact passes
-    (the mean, then the mean square of the centred values) and the affine map one ``addcmul``.
+    (the mean, then the mean square of the centred values) and the affine map a scale and a shift.
     """
     if not is_channels_last(y):  # the aten op: F.group_norm's batch-size check rejects N = 1 at 1×1 in training
         return torch.group_norm(y, y.shape[1], weight, bias, eps, False)
     d = y - y.mean((2, 3), keepdim=True)
     rstd = ((d * d).mean((2, 3), keepdim=True) + eps).rsqrt()
-    return torch.addcmul(bias[:, None, None], d, rstd * weight[:, None, None])
+    return (d * (rstd * weight[:, None, None])).add_(bias[:, None, None])
 
 
 @official("ema")

@@ -99,7 +99,10 @@ class SpatialGroupEnhance(nn.Module):
         b, c, h, w = x.shape
         g = self.groups
         xg = x.view(b, g, c // g, h, w)  # (B, G, C/G, H, W): a view, no copy
-        t = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # (B, G, H, W): ⟨GAP(x), x_i⟩
+        if c == g:  # one channel per group: the dot product is a product (no sum over a length-1 axis)
+            t = x * x.mean((2, 3), keepdim=True)  # (B, G, H, W)
+        else:
+            t = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # (B, G, H, W): ⟨GAP(x), x_i⟩
         return (xg * self._weights(t).unsqueeze(2)).reshape(b, c, h, w)
 
     def _forward_channels_last(self, x: Tensor) -> Tensor:
@@ -121,10 +124,12 @@ class SpatialGroupEnhance(nn.Module):
         dtype = t.dtype
         if dtype in (torch.float16, torch.bfloat16):  # statistics in float32, as torch.std (t² underflows in fp16)
             t = t.float()
-        t = t - t.mean((2, 3), keepdim=True)
+        d = t - t.mean((2, 3), keepdim=True)
         n = max(h * w - 1, 1)  # unbiased (official torch.std); 1 at H·W = 1, see the docstring
-        std = (t.pow(2).sum((2, 3), keepdim=True) / n).sqrt() + self.eps  # (B, G, 1, 1)
-        return self.gate(((t / std) * self.weight + self.bias).to(dtype))  # (B, G, H, W)
+        std = ((d * d).sum((2, 3), keepdim=True) / n).sqrt() + self.eps  # (B, G, 1, 1)
+        # (d / std)·γ + β with the per-(sample, group) scale γ / std folded first: two passes over d instead of
+        # three (d is full-size at C/G = 1). addcmul(β, d, ·), with the broadcast β first, is slower here.
+        return self.gate((d * (self.weight / std)).add_(self.bias).to(dtype))  # (B, G, H, W)
 
 
 @official("sge")

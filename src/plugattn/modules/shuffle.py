@@ -130,7 +130,7 @@ class ShuffleAttention(nn.Module):
         var = torch.linalg.vector_norm(d, dim=(4, 5), keepdim=True).square() * (1.0 / (h * w))
         scale = (var + self.norm.eps).rsqrt() * self.norm.weight.view(half, 1, 1) * sw
         shift = sb + sw * self.norm.bias.view(half, 1, 1)
-        s2 = torch.addcmul(shift, d, scale)
+        s2 = (d * scale).add_(shift)  # (addcmul(shift, d, scale), the broadcast shift first, is slower)
         g2 = self.spatial_gate(s2.reshape(b, g, half, h, w)).view(s2.shape)
         if jn == 2 and is_eager() and not (torch.is_grad_enabled() and (x.requires_grad or g1.requires_grad
                                                                         or g2.requires_grad)):
