@@ -162,15 +162,15 @@ def device_info(device: str) -> dict:
     return info
 
 
-def bench_tables(device: str, quick: bool) -> list[dict]:
+def bench_tables(device: str) -> list[dict]:
     from plugattn.analysis.bench import bench, to_markdown
 
     rows = []
-    shapes = [(8, 64, 56, 56)] if quick else [(8, 64, 56, 56), (8, 256, 28, 28)]
+    shapes = [(8, 64, 56, 56), (8, 256, 28, 28)]
     for dtype in ("float32", "bfloat16"):
         for shape in shapes:
             print(f"\n3. plugattn bench on {device}: {shape}, {dtype}, contiguous")
-            r = bench(None, shape, dtype=dtype, device=device, repeats=10 if quick else 30, warmup=3)
+            r = bench(None, shape, dtype=dtype, device=device, repeats=30, warmup=3)
             print(to_markdown(r), flush=True)
             rows += r
     return rows
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             results["targets_error"] = traceback.format_exc()
     if "bench" in args.only and not args.quick:
         try:
-            results["bench"] = bench_tables(args.device, args.quick)
+            results["bench"] = bench_tables(args.device)
         except Exception:
             traceback.print_exc()
             results["bench_error"] = traceback.format_exc()

@@ -36,13 +36,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference import reference  # noqa: E402
+
+from plugattn.analysis.memory import _status_kib  # noqa: E402
+
 
 def _rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return _status_kib("VmRSS") / 1024
 
 
 def _peak_mib() -> float:
@@ -51,13 +52,7 @@ def _peak_mib() -> float:
 
 def explicit_pam(m, x):
     """The official PAM_Module forward with our module's weights: the whole (H·W)² matrix at once."""
-    b, c, h, w = x.shape
-    q = m.query(x).view(b, -1, h * w).permute(0, 2, 1)
-    k = m.key(x).view(b, -1, h * w)
-    attention = torch.softmax(torch.bmm(q, k), dim=-1)
-    v = m.value(x).view(b, -1, h * w)
-    out = torch.bmm(v, attention.permute(0, 2, 1)).view(b, c, h, w)
-    return m.gamma * out + x
+    return reference("danet_pam", m, x)
 
 
 def sdpa_pam(m, x):

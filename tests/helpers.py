@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Tolerances by dtype (atol, rtol) for comparing two formulations of the same math.
 TOL = {
@@ -46,3 +47,18 @@ def rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tens
 def as_tuple(y) -> tuple[Tensor, ...]:
     """Module outputs as a tuple (heads return several maps)."""
     return tuple(y) if isinstance(y, (tuple, list)) else (y,)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the byte size of the largest tensor any op produces inside the ``with`` block (``.largest``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out

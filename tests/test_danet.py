@@ -12,10 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import plugattn
-from helpers import TOL, rand
+from helpers import TOL, LargestTensor, rand
 from plugattn.modules.danet import ChannelAttention, DANetHead, DualAttention, PositionAttention
 
 SIZES = [(1, 1), (7, 5), (13, 17)]
@@ -183,19 +182,6 @@ def test_pam_blocks_and_budget():
     torch.testing.assert_close(seen[0].sum(-1), torch.ones(b, n))
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
 def test_pam_never_materialises_the_full_matrix():
     """No tensor produced during the forward pass is as large as the (H·W)² attention matrix."""
     b, c, h, w = 2, 64, 40, 40
@@ -206,12 +192,12 @@ def test_pam_never_materialises_the_full_matrix():
     with torch.no_grad():
         m.gamma.fill_(0.5)
     x = rand(b, c, h, w, seed=4)
-    with torch.no_grad(), _LargestTensor() as probe:
+    with torch.no_grad(), LargestTensor() as probe:
         y = m(x)
     assert probe.largest <= max(budget, x.numel() * x.element_size()) < full
     sd = {"gamma": m.gamma.detach(), **{f"{k}_conv.{p}": getattr(getattr(m, k), p).detach()
                                         for k in ("query", "key", "value") for p in ("weight", "bias")}}
-    with torch.no_grad(), _LargestTensor() as probe:
+    with torch.no_grad(), LargestTensor() as probe:
         want = ref_pam(x, sd)
     assert probe.largest >= full  # the probe does see the explicit formula's matrix
     torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)

@@ -49,8 +49,7 @@ PRESET_CASES = [
 
 def _named_and_preset(name: str, kwargs: dict, c: int = C, seed: int = 0):
     named_key = plugattn.space.PRESETS[name].named
-    if named_key not in plugattn.list_modules():
-        pytest.skip(f"named module {named_key!r} is not registered yet")
+    assert named_key in plugattn.list_modules(), f"preset {name!r} names an unregistered module {named_key!r}"
     torch.manual_seed(seed)
     named = randomize_(plugattn.create(named_key, c, **kwargs), seed=seed)
     p = preset(name, c, **kwargs)
@@ -242,7 +241,6 @@ def test_cluster_pool_formula_and_properties():
     assert d.shape == (2, 24, 1, 1) and torch.isfinite(d).all()
     want = ref_cluster(x, m.centres).transpose(1, 2).reshape(2, 24, 1, 1)  # cluster-major
     torch.testing.assert_close(d, want)
-    torch.testing.assert_close(m(x), d, atol=0, rtol=0)  # deterministic
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
     xp = x.flatten(2)[:, :, perm].reshape(2, 8, 4, 5)  # positions permuted (and reshaped to 4×5)
     torch.testing.assert_close(m(xp), d)  # permutation-invariant over positions
@@ -425,7 +423,7 @@ def test_gates():
     torch.testing.assert_close(make_gate("tanh")(t), torch.tanh(t))
     assert torch.equal(make_gate("identity")(t), t)
     assert torch.equal(make_gate(None)(t), t)
-    assert torch.equal(SpatialSoftmax()(t), make_gate(SpatialSoftmax)(t))
+    torch.testing.assert_close(make_gate(SpatialSoftmax)(t), t.exp() / t.exp().sum((2, 3), keepdim=True))
     g = Gate("sigmoid")
     assert make_gate(g) is g
     with pytest.raises(TypeError, match="Gate"):

@@ -16,10 +16,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, LargestTensor, rand, randomize_
 
 F64 = torch.float64
 SIZES = [(2, 7, 5), (1, 13, 17), (2, 8, 8), (1, 1, 1)]
@@ -419,8 +418,10 @@ def test_zoo_b_is_registered():
 # ------------------------------------------------------------------------------------------- Non-local
 @pytest.fixture
 def NonLocal():  # noqa: N802
-    """The class; skipped until danet.py exports blockwise_attention/attention_block_rows (non_local needs them)."""
-    return pytest.importorskip("plugattn.modules.non_local", reason="needs danet.blockwise_attention").NonLocal
+    """The class under test."""
+    from plugattn.modules.non_local import NonLocal
+
+    return NonLocal
 
 
 def nl_official_sd(c: int, inter: int, sub_sample: bool, bn_layer: bool, seed: int = 0):
@@ -517,29 +518,16 @@ def test_non_local_blocks_equal_one_block(NonLocal, sub_sample):
         close(pa.grad, pb.grad)
 
 
-class _LargestTensor(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
 def test_non_local_never_materialises_the_full_matrix(NonLocal):
     b, c, h, w = 2, 32, 40, 40
     full = b * (h * w) ** 2 * 4  # 20 MiB
     budget = 2**20
     m = randomize_(NonLocal(c, block_budget=budget)).eval()
     x = rand(b, c, h, w, seed=24)
-    with torch.no_grad(), _LargestTensor() as probe:
+    with torch.no_grad(), LargestTensor() as probe:
         y = m(x)
     assert probe.largest <= max(budget, x.numel() * x.element_size()) < full
-    with torch.no_grad(), _LargestTensor() as probe:
+    with torch.no_grad(), LargestTensor() as probe:
         want = randomize_(NonLocal(c, block_budget=None)).eval()(x)
     assert probe.largest >= full  # the probe does see the one-block matrix
     torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)

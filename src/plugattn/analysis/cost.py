@@ -28,8 +28,7 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
     state: one call runs first, so that work a module caches per input size (FCA's spread DCT filters) is not
     counted as per-call work.
     """
-    with torch.no_grad():
-        module(x)
+    module(x)
     with FlopCounterMode(display=False) as counter:
         module(x)
     return int(counter.get_total_flops())

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, axis_mean, bn_momentum, check_input, check_positive, get_layer, is_eager,
-    make_divisible,
+    ConvNormAct, Gate, LayerType, axis_mean, bn_momentum, check_input, check_odd_kernel, check_positive, get_layer,
+    is_eager, make_divisible,
 )
 from ..official import official, rename_prefix
 from ..registry import register
@@ -49,11 +49,6 @@ _BN_001 = bn_momentum(0.01)  # CBAM and Triplet: BatchNorm2d(eps 1e-5, momentum 
 _URL = "https://arxiv.org/abs/1807.06521"
 _PAPER = "CBAM: Convolutional Block Attention Module"
 _OFFICIAL = "Jongchan/attention-module MODELS/cbam.py"
-
-
-def _check_kernel_size(owner: str, kernel_size: int) -> None:
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"{owner}: kernel_size must be a positive odd int, got {kernel_size!r}")
 
 
 def _check_pool_types(owner: str, pool_types: Sequence[str]) -> tuple[str, ...]:
@@ -226,7 +221,7 @@ class ZPoolGate(nn.Module):
         super().__init__()
         if dim not in (1, 2, 3) or isinstance(dim, bool):
             raise ValueError(f"{type(self).__name__}: dim must be 1 (C), 2 (H) or 3 (W), got {dim!r}")
-        _check_kernel_size(type(self).__name__, kernel_size)
+        check_odd_kernel(type(self).__name__, kernel_size)
         self.dim = dim
         self.kernel_size = kernel_size
         self.conv = ConvNormAct(2, 1, kernel_size, bias=False, norm_layer=norm_layer, device=device, dtype=dtype)
@@ -362,7 +357,7 @@ class CBAMSpatialGate(nn.Module):
     ) -> None:
         super().__init__()
         _check_optional_channels(type(self).__name__, channels)
-        _check_kernel_size(type(self).__name__, kernel_size)
+        check_odd_kernel(type(self).__name__, kernel_size)
         self.channels = channels
         self.attn = ZPoolGate(dim=1, kernel_size=kernel_size, norm_layer=norm_layer, gate_layer=gate_layer,
                               device=device, dtype=dtype)
@@ -422,7 +417,7 @@ class CBAM(nn.Module):
         super().__init__()
         check_positive(type(self).__name__, channels=channels)
         _check_pool_types(type(self).__name__, pool_types)
-        _check_kernel_size(type(self).__name__, kernel_size)
+        check_odd_kernel(type(self).__name__, kernel_size)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
         self.channel = CBAMChannelGate(

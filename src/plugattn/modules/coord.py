@@ -143,7 +143,7 @@ class CoordAttention(nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
         self.conv1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
-        self.norm = nn.Identity() if norm_layer is None else get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
+        self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
         self.conv_h = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
         self.conv_w = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)

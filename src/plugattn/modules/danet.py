@@ -130,13 +130,14 @@ def blockwise_attention(
         return out if residual is None else torch.addcmul(like, res_scale, out)  # like first: its layout
     n, length, cv = q.shape[0], q.shape[1], v.shape[1]
     result = v.new_empty(n, cv, length) if residual is None else torch.empty_like(like)
+    # without autograd, γ·out + x is written straight into the result's slice
+    fused = residual is not None and reuse and not (
+        torch.is_grad_enabled() and (residual.requires_grad or res_scale.requires_grad))
     start = 0
     for q_blk in blocks:
         stop = start + q_blk.shape[1]
         out = block(q_blk)  # (N, Cv, rows)
-        if residual is not None and reuse and not (
-                torch.is_grad_enabled() and (residual.requires_grad or res_scale.requires_grad)):
-            # no autograd: γ·out + x written straight into the result
+        if fused:
             torch.addcmul(residual[:, :, start:stop], res_scale, out, out=result[:, :, start:stop])
         else:
             if residual is not None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, conv1d_taps
+from .._layers import Gate, LayerType, check_input, check_odd_kernel, check_positive, conv1d_taps
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -69,8 +69,7 @@ class EfficientChannelAttention(nn.Module):
         check_positive(type(self).__name__, channels=channels)
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, gamma, beta)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"{type(self).__name__}: kernel_size must be a positive odd int, got {kernel_size!r}")
+        check_odd_kernel(type(self).__name__, kernel_size)
         self.channels = channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False, device=device, dtype=dtype)
@@ -140,8 +139,7 @@ class CircularECA(nn.Module):
         check_positive(owner, channels=channels)
         if kernel_size is None:
             kernel_size = max(eca_kernel_size(channels, gamma, beta), 3)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"{owner}: kernel_size must be a positive odd int, got {kernel_size!r}")
+        check_odd_kernel(owner, kernel_size)
         if kernel_size // 2 > channels:
             raise ValueError(f"{owner}: kernel_size={kernel_size} wraps around more than once for channels={channels}; "
                              f"circular padding needs kernel_size // 2 <= channels")

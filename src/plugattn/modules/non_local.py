@@ -26,7 +26,7 @@ from torch import Tensor
 from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
 from ..official import official, rename_prefix
 from ..registry import register
-from .danet import _DEFAULT_BLOCK_BUDGET, attention_block_rows, blockwise_attention
+from .danet import _DEFAULT_BLOCK_BUDGET, _check_optional_positive, attention_block_rows, blockwise_attention
 
 __all__ = ["NonLocal"]
 
@@ -107,9 +107,7 @@ class NonLocal(nn.Module):
         if rd_channels is None:
             rd_channels = max(1, make_divisible(channels * rd_ratio, None))
         check_positive(owner, rd_channels=rd_channels)
-        for name, v in (("query_block", query_block), ("block_budget", block_budget)):
-            if v is not None:
-                check_positive(owner, **{name: v})
+        _check_optional_positive(owner, query_block=query_block, block_budget=block_budget)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
         self.rd_channels = rd_channels
@@ -124,8 +122,7 @@ class NonLocal(nn.Module):
         self.g = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
         self.gate = Gate("softmax", dim=-1)
         self.proj = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
-        self.norm = nn.Identity() if norm_layer is None else get_layer(
-            norm_layer, channels, arg_name="norm_layer", **dd)
+        self.norm = get_layer(norm_layer, channels, arg_name="norm_layer", **dd)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

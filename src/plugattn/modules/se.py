@@ -75,7 +75,7 @@ class SqueezeExcite(nn.Module):
         self.channels = channels
         self.add_maxpool = add_maxpool
         self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
-        self.norm = nn.Identity() if norm_layer is None else get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
+        self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
         self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
         self.gate = Gate(gate_layer)

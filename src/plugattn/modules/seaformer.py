@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, get_layer
-from ..official import official
+from ..official import official, rename_prefix
 from ..registry import register
 
 __all__ = ["SeaAttention", "SeaFormerBlock", "DropPath"]
@@ -367,24 +367,18 @@ _ATTN_PREFIXES = (
 _MLP_PREFIXES = (("fc1.c.", "fc1.conv."), ("fc2.c.", "fc2.conv."))
 
 
+_rename_attn = rename_prefix(*_ATTN_PREFIXES)
+_rename_block = rename_prefix(*(("attn." + o, "attn." + n) for o, n in _ATTN_PREFIXES),
+                              *(("mlp." + o, "mlp." + n) for o, n in _MLP_PREFIXES))
+
+
 def _map_attn_key(key: str) -> str:
-    if key in _ATTN_KEYS:
-        return _ATTN_KEYS[key]
-    for old, new in _ATTN_PREFIXES:
-        if key.startswith(old):
-            return new + key[len(old):]
-    return key
+    return _ATTN_KEYS.get(key) or _rename_attn(key)
 
 
 def _map_block_key(key: str) -> str:
-    if key.startswith("attn."):
-        return "attn." + _map_attn_key(key[len("attn."):])
-    if key.startswith("mlp."):
-        rest = key[len("mlp."):]
-        for old, new in _MLP_PREFIXES:
-            if rest.startswith(old):
-                return "mlp." + new + rest[len(old):]
-    return key
+    inner = key[len("attn."):]
+    return "attn." + _ATTN_KEYS[inner] if key.startswith("attn.") and inner in _ATTN_KEYS else _rename_block(key)
 
 
 @official("sea_attention")

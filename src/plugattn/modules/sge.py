@@ -107,7 +107,7 @@ class SpatialGroupEnhance(nn.Module):
 
     def _forward_channels_last(self, x: Tensor) -> Tensor:
         """The same on (N, H, W, G, C/G) memory: the dot product over each group's C/G adjacent channels as
-        C/G strided multiply-adds (a product tensor and a sum over a short innermost axis are 2× slower)."""
+        C/G strided multiply-adds (a product tensor and a sum over a short innermost axis: 1.7× slower at C/G = 4)."""
         b, c, h, w = x.shape
         g, k = self.groups, c // self.groups
         xl = x.permute(0, 2, 3, 1).reshape(b, h, w, g, k)  # a view

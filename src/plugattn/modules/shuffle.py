@@ -11,16 +11,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, is_channels_last, is_eager
+from .._layers import Gate, LayerType, check_input, check_positive, is_channels_last, is_eager, like_layout
 from ..official import official, rename_prefix
 from ..registry import register
 
 __all__ = ["ShuffleAttention"]
-
-
-def _keep_memory_format(y: Tensor, like: Tensor) -> Tensor:
-    """``y`` in ``like``'s memory format (channels_last in → channels_last out); a layout check, not data."""
-    return y.contiguous(memory_format=torch.channels_last) if is_channels_last(like) else y
 
 
 @register(
@@ -117,7 +112,7 @@ class ShuffleAttention(nn.Module):
         like = x
         if is_channels_last(x):  # the channel halves and the shuffle are strided gathers on channels_last memory
             x = x.contiguous()
-        xv = x.view(b, jn, gn, 2, half, h, w) if x.is_contiguous() else x.reshape(b, jn, gn, 2, half, h, w)
+        xv = x.reshape(b, jn, gn, 2, half, h, w)  # a view (x is contiguous or was made so)
         x1, x2 = xv[:, :, :, 0], xv[:, :, :, 1]  # (N, jn, gn, C', H, W): channel half, spatial half
         cw, cb, sw, sb = (p.view(half, 1, 1) for p in (self.channel_weight, self.channel_bias, self.spatial_weight,
                                                        self.spatial_bias))
@@ -138,10 +133,10 @@ class ShuffleAttention(nn.Module):
             ov = out.view(b, g // 2, 2, half, 2, h, w).permute(0, 4, 1, 2, 3, 5, 6)  # (N, 2, G/2, 2, C', H, W)
             torch.mul(x1, g1, out=ov[:, :, :, 0])
             torch.mul(x2, g2, out=ov[:, :, :, 1])
-            return _keep_memory_format(out, like)
+            return like_layout(out, like)
         y = torch.stack((x1 * g1, x2 * g2), dim=3).reshape(b, c, h, w)  # channels in group order
         out = y.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)  # channel shuffle, 2 groups
-        return _keep_memory_format(out, like)
+        return like_layout(out, like)
 
 
 @official("shuffle")

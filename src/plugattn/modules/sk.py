@@ -149,9 +149,8 @@ class SelectiveKernel(nn.Module):
             for k, d in zip(kernels, dilations)
         )
         self.fc_reduce = nn.Conv2d(out_channels, rd_channels, 1, bias=attn_bias, **dd)
-        self.norm = (nn.Identity() if attn_norm_layer is None
-                     else get_layer(attn_norm_layer, rd_channels, arg_name="attn_norm_layer", **dd))
-        self.act = nn.Identity() if attn_act_layer is None else get_layer(attn_act_layer, arg_name="attn_act_layer")
+        self.norm = get_layer(attn_norm_layer, rd_channels, arg_name="attn_norm_layer", **dd)
+        self.act = get_layer(attn_act_layer, arg_name="attn_act_layer")
         self.fc_select = nn.Conv2d(rd_channels, num_paths * out_channels, 1, bias=attn_bias, **dd)
         self.gate = Gate(gate_layer)
 

@@ -33,7 +33,7 @@ def style_pool(x: Tensor) -> Tensor:
     xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     mean = xf.mean((2, 3))  # (N, C)
     divisor = torch.full((), h * w - 1, dtype=xf.dtype, device=xf.device).clamp(min=1)  # max(HW − 1, 1)
-    d = xf - mean[:, :, None, None]  # 4-D, in x's memory format (a 3-D view of channels_last x is 10× slower)
+    d = xf - mean[:, :, None, None]  # 4-D, in x's memory format (a 3-D view of channels_last x: 1.3–1.5× slower)
     d = d.square_() if not (torch.is_grad_enabled() and d.requires_grad) else d.square()
     var = d.sum((2, 3)) / divisor  # (N, C)
     positive = var > 0
@@ -85,7 +85,7 @@ class StyleRecalibration(nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
         self.cfc = nn.Parameter(torch.empty(channels, 2, **dd))  # (C, 2): weights of (mean, std)
-        self.bn = nn.Identity() if norm_layer is None else get_layer(norm_layer, channels, arg_name="norm_layer", **dd)
+        self.bn = get_layer(norm_layer, channels, arg_name="norm_layer", **dd)
         self.gate = Gate(gate_layer)
         self.reset_parameters()
 

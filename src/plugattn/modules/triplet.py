@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerType, check_input, is_eager, like_layout
+from .._layers import LayerType, check_input, check_odd_kernel, is_eager, like_layout
 from ..official import official, rename_prefix
 from ..registry import register
-from .cbam import _BN_001, ZPoolGate, _check_kernel_size, _check_optional_channels
+from .cbam import _BN_001, ZPoolGate, _check_optional_channels
 
 __all__ = ["TripletAttention"]
 
@@ -75,7 +75,7 @@ class TripletAttention(nn.Module):
         super().__init__()
         name = type(self).__name__
         _check_optional_channels(name, channels)
-        _check_kernel_size(name, kernel_size)
+        check_odd_kernel(name, kernel_size)
         kw = {"kernel_size": kernel_size, "norm_layer": norm_layer, "gate_layer": gate_layer,
               "device": device, "dtype": dtype}
         self.channels = channels
@@ -90,15 +90,12 @@ class TripletAttention(nn.Module):
         if self.hw is not None:
             ws.insert(0, self.hw(x) * k)  # (N, 1, H, W); official order: hw + cw + hc
         # y = x · s, s = Σ k·ω summed in that order: one full-size product, so autograd's backward is lean
-        if not is_eager() or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *ws))):
-            s = ws[0] + ws[1]
-            for w in ws[2:]:
-                s = s.add_(w)  # autograd-safe: nothing saved the partial sum
-            return x * s  # x's memory format
-        s = torch.add(ws[0], ws[1], out=torch.empty_like(x))  # eager, no autograd: one new tensor, in x's format
+        graph = not is_eager() or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *ws)))
+        # eager without autograd: the sum goes into one new tensor in x's format, and x multiplies it in place
+        s = ws[0] + ws[1] if graph else torch.add(ws[0], ws[1], out=torch.empty_like(x))
         for w in ws[2:]:
-            s.add_(w)
-        return s.mul_(x)
+            s.add_(w)  # autograd-safe: nothing saved the partial sum
+        return x * s if graph else s.mul_(x)  # x's memory format
 
 
 # --- official converters (landskape-ai/triplet-attention) --------------------------------------------------------

@@ -129,9 +129,7 @@ def _make_squeeze(channels: int, spec: str | nn.Module, axes: str | None, merge:
         if cls is not ClusterPool:
             raise ValueError(f"compose: merge does not apply to squeeze={spec!r}")
         kw["merge"] = merge
-    if cls in (GeMPool, DCTPool, ConvPool, LinearPool, AttentionPool, ClusterPool):
-        kw.update(dd)
-    return cls(channels, **kw)
+    return cls(channels, **{**kw, **dd})
 
 
 def _make_excite(channels: int, spec: str | nn.Module, sq: nn.Module, kw: dict, dd: dict) -> nn.Module:

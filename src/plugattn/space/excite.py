@@ -14,8 +14,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import (Gate, LayerType, bn_momentum, check_positive, conv1d_taps, descriptor_mlp, get_layer,
-                       make_divisible)
+from .._layers import (
+    Gate, LayerType, bn_momentum, check_odd_kernel, check_positive, conv1d_taps, conv1x1, descriptor_mlp, get_layer,
+    make_divisible,
+)
 from ..modules.eca import eca_kernel_size
 
 __all__ = [
@@ -33,12 +35,7 @@ def _rd(owner: str, channels: int, rd_ratio: float, rd_channels: int | None, rd_
 
 
 def _norm(norm_layer: LayerType, channels: int, dd: dict) -> nn.Module:
-    return nn.Identity() if norm_layer is None else get_layer(norm_layer, channels, arg_name="norm_layer", **dd)
-
-
-def _check_odd(owner: str, kernel_size: int) -> None:
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"{owner}: kernel_size must be a positive odd int, got {kernel_size!r}")
+    return get_layer(norm_layer, channels, arg_name="norm_layer", **dd)
 
 
 class Excite(nn.Module):
@@ -115,7 +112,7 @@ class ChannelConv(Excite):
         check_positive(name, channels=channels, dilation=dilation)
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels, gamma, beta)
-        _check_odd(name, kernel_size)
+        check_odd_kernel(name, kernel_size)
         self.in_channels = self.out_channels = channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
@@ -196,7 +193,7 @@ class SpatialConv(Excite):
         super().__init__()
         name = type(self).__name__
         check_positive(name, in_channels=in_channels, out_channels=out_channels, dilation=dilation)
-        _check_odd(name, kernel_size)
+        check_odd_kernel(name, kernel_size)
         dd = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels = in_channels, out_channels
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size - 1) // 2,
@@ -295,10 +292,11 @@ class AxialMLP(Excite):
                             f"axes='h+w', got {type(d).__name__}")
         dh, dw = d  # (N, C, H, 1), (N, C, 1, W)
         h, w = dh.shape[2], dw.shape[3]
-        y = torch.cat((dh, dw.transpose(2, 3)), dim=2)  # (N, C, H+W, 1)
-        y = self.act(self.norm(self.fc1(y)))  # (N, m, H+W, 1)
-        yh, yw = torch.split(y, [h, w], dim=2)
-        return self.fc_h(yh), self.fc_w(yw.transpose(2, 3))  # (N, C, H, 1), (N, C, 1, W)
+        s = torch.cat((dh.squeeze(3), dw.squeeze(2)), dim=2)  # (N, C, H+W)
+        # the 1×1 convs as matrix products on the sequences (see conv1x1); norm and act see 4-D maps
+        y = self.act(self.norm(conv1x1(self.fc1, s).unsqueeze(3))).squeeze(3)  # (N, m, H+W)
+        yh, yw = y.split((h, w), dim=2)
+        return conv1x1(self.fc_h, yh).unsqueeze(3), conv1x1(self.fc_w, yw).unsqueeze(2)  # (N, C, H, 1), (N, C, 1, W)
 
 
 class ChannelwiseFC(Excite):

@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, channel_map, check_positive, weighted_positions,
+    ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, axis_mean, channel_map, check_positive, weighted_positions,
 )
 from ..modules.fca import FREQ_METHODS, dct_filters
 
@@ -76,6 +76,8 @@ def _check_merge(owner: str, merge: str) -> str:
 def _stat(x: Tensor, stat: str, dims: tuple[int, ...]) -> Tensor:
     """One statistic of ``x`` over ``dims``, dims kept (size 1)."""
     if stat == "avg":
+        if len(dims) == 1 and dims[0] in (2, 3):  # over H or W alone: fast on channels_last too
+            return axis_mean(x, dims[0]).unsqueeze(dims[0])
         return x.mean(dims, keepdim=True)
     if stat == "max":
         return x.amax(dims, keepdim=True)
@@ -311,7 +313,8 @@ class LinearPool(Squeeze):
         self.proj = nn.Conv2d(channels, out_channels, 1, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x)
+        n, _, h, w = x.shape  # the 1×1 conv as one batched product (see channel_map)
+        return channel_map(x, self.proj.weight.flatten(1), self.proj.bias).view(n, -1, h, w)
 
 
 class AttentionPool(Squeeze):
