@@ -7,13 +7,15 @@ from functools import partial
 from typing import Any, Callable, Union
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "LayerType", "get_layer", "make_divisible", "check_input", "check_positive", "check_odd_kernel", "Gate",
-    "ConvNormAct",
+    "LayerType", "get_layer", "make_divisible", "reduced_width", "eca_kernel_size", "check_input", "check_positive",
+    "check_optional_positive", "check_odd_kernel", "Gate", "ConvNormAct", "LayerNorm2d", "bn_momentum",
+    "FREQ_METHODS", "freq_indices", "dct_filters",
     "adaptive_avg_pool2d", "conv1x1", "conv1d_taps", "descriptor_mlp", "pool_bins",
     "is_eager", "is_channels_last", "like_layout", "axis_mean", "channel_map", "weighted_positions",
 ]
@@ -100,6 +102,40 @@ def check_positive(owner: str, **values: int) -> None:
             raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}")
 
 
+def check_optional_positive(owner: str, **values: int | None) -> None:
+    """Constructor check: each named value is ``None`` or an int ≥ 1, else ``ValueError`` naming it."""
+    check_positive(owner, **{name: v for name, v in values.items() if v is not None})
+
+
+def reduced_width(
+    owner: str,
+    channels: int,
+    rd_ratio: float,
+    rd_channels: int | None = None,
+    rd_divisor: int | None = None,
+    *,
+    min_channels: int = 1,
+    round_limit: float = 0.0,
+) -> int:
+    """The hidden width C' of a bottleneck: ``rd_channels`` if given, else C·``rd_ratio`` rounded.
+
+    Rounding is :func:`make_divisible` (``rd_divisor=None`` floors, as the SE and CBAM papers do), at least
+    ``min_channels``. ``rd_ratio`` must be > 0 and ``rd_channels`` a positive int, else ``ValueError`` naming them.
+    """
+    if rd_channels is not None:
+        check_positive(owner, rd_channels=rd_channels)
+        return rd_channels
+    if isinstance(rd_ratio, bool) or not isinstance(rd_ratio, (int, float)) or not rd_ratio > 0:
+        raise ValueError(f"{owner}: rd_ratio must be a number > 0, got {rd_ratio!r}")
+    return max(min_channels, make_divisible(channels * rd_ratio, rd_divisor, round_limit=round_limit))
+
+
+def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
+    """ECA's adaptive kernel size ψ(C) = |log₂(C)/γ + b/γ|_odd (the integer part, bumped to the next odd)."""
+    t = int(abs((math.log2(channels) + beta) / gamma))
+    return t if t % 2 else t + 1
+
+
 def check_odd_kernel(owner: str, kernel_size: int) -> None:
     """Constructor check: ``kernel_size`` is a positive odd int, else ``ValueError`` naming the owner."""
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -110,8 +146,11 @@ def check_input(owner: nn.Module, x: Any, channels: int | None) -> None:
     """Forward check: ``x`` is a floating (N, C, H, W) tensor with ``channels`` channels (``None``: any).
 
     Raises ``TypeError``/``ValueError`` naming the module, the argument and what was expected. Only static
-    properties are read (rank, dtype, channel dim), so the check is free under tracing and export.
+    properties are read (rank, dtype, channel dim), so the check is free under compile and export; under
+    ``torch.fx`` symbolic tracing (a ``Proxy`` input) it is skipped.
     """
+    if isinstance(x, torch.fx.Proxy):  # symbolic tracing: nothing static to read
+        return
     name = type(owner).__name__
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected input x to be a torch.Tensor, got {type(x).__name__}")
@@ -174,6 +213,77 @@ class ConvNormAct(nn.Sequential):
             self.bn = get_layer(norm_layer, out_channels, arg_name="norm_layer", device=device, dtype=dtype)
         if act_layer is not None:
             self.act = get_layer(act_layer, arg_name="act_layer")
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dim of an (N, C, H, W) tensor (each position normalised on its own).
+
+    On the (N, C, 1, 1) context of GCNet it equals the official ``nn.LayerNorm([C, 1, 1])``; the weight
+    has shape (C,) instead of (C, 1, 1) (``from_official`` reshapes).
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, *, device=None, dtype=None) -> None:
+        super().__init__(num_channels, eps=eps, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)  # (N, H, W, C)
+        return y.permute(0, 3, 1, 2)  # (N, C, H, W)
+
+
+# ---- Z-pool gate (CBAM spatial gate, Triplet branches) -------------------------------------------------------
+
+
+# ---- FcaNet DCT filters ----------------------------------------------------------------------------------------
+
+# Frequency (u, v) indices in a 7×7 DCT space, ranked in the paper's single-frequency ablation (official
+# ``get_freq_indices``): "top" best first, "low" by increasing frequency, "bot" worst first.
+_FREQ_TABLES = {
+    "top": ([0, 0, 6, 0, 0, 1, 1, 4, 5, 1, 3, 0, 0, 0, 3, 2, 4, 6, 3, 5, 5, 2, 6, 5, 5, 3, 3, 4, 2, 2, 6, 1],
+            [0, 1, 0, 5, 2, 0, 2, 0, 0, 6, 0, 4, 6, 3, 5, 2, 6, 3, 3, 3, 5, 1, 1, 2, 4, 2, 1, 1, 3, 0, 5, 3]),
+    "low": ([0, 0, 1, 1, 0, 2, 2, 1, 2, 0, 3, 4, 0, 1, 3, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
+            [0, 1, 0, 1, 2, 0, 1, 2, 2, 3, 0, 0, 4, 3, 1, 5, 4, 3, 2, 1, 0, 6, 5, 4, 3, 2, 1, 0, 6, 5, 4, 3]),
+    "bot": ([6, 1, 3, 3, 2, 4, 1, 2, 4, 4, 5, 1, 4, 6, 2, 5, 6, 1, 6, 2, 2, 4, 3, 3, 5, 5, 6, 2, 5, 5, 3, 6],
+            [6, 4, 4, 6, 6, 3, 1, 4, 4, 5, 6, 5, 2, 2, 5, 1, 4, 3, 5, 0, 3, 1, 1, 2, 4, 2, 1, 1, 5, 3, 3, 3]),
+}
+FREQ_METHODS = tuple(f"{kind}{n}" for kind in ("top", "low", "bot") for n in (1, 2, 4, 8, 16, 32))
+
+
+def freq_indices(freq_sel_method: str = "top16") -> tuple[list[int], list[int]]:
+    """The (u, v) frequency indices in the 7×7 space for ``"top16"``, ``"low4"``, ``"bot32"``, ..."""
+    if freq_sel_method not in FREQ_METHODS:
+        raise ValueError(f"freq_sel_method must be one of {list(FREQ_METHODS)}, got {freq_sel_method!r}")
+    n = int(freq_sel_method[3:])
+    xs, ys = _FREQ_TABLES[freq_sel_method[:3]]
+    return xs[:n], ys[:n]
+
+
+def _basis(pos: int, freq: int, size: int) -> float:
+    """Orthonormal DCT-II basis value B(pos; freq) = cos(π·freq·(pos + ½)/size)/√size, ×√2 for freq > 0."""
+    v = math.cos(math.pi * freq * (pos + 0.5) / size) / math.sqrt(size)
+    return v if freq == 0 else v * math.sqrt(2)
+
+
+def dct_filters(channels: int, dct_h: int, dct_w: int, freq_sel_method: str = "top16") -> Tensor:
+    """The fixed (C, dct_h, dct_w) float64 DCT filter bank: channel group i gets frequency i of the method.
+
+    Frequencies are given in a 7×7 space and scaled by ``dct_h // 7`` and ``dct_w // 7`` (official rule,
+    so (1, 1) in 7×7 becomes (2, 2) in 14×14). C must be divisible by the number of frequencies.
+    """
+    us, vs = freq_indices(freq_sel_method)
+    if channels % len(us):
+        raise ValueError(f"dct_filters: channels ({channels}) must be divisible by the number of frequencies "
+                         f"({len(us)} for {freq_sel_method!r})")
+    part = channels // len(us)
+    bank = torch.empty(len(us), dct_h, dct_w, dtype=torch.float64)
+    for i, (u, v) in enumerate(zip(us, vs)):
+        u, v = u * (dct_h // 7), v * (dct_w // 7)
+        for th in range(dct_h):
+            for tw in range(dct_w):
+                bank[i, th, tw] = _basis(th, u, dct_h) * _basis(tw, v, dct_w)
+    return bank.repeat_interleave(part, dim=0)  # (C, dct_h, dct_w)
+
+
+# ---- deprecated fast helpers: removed once no module uses them -------------------------------------------------
 
 
 def is_eager() -> bool:

@@ -5,18 +5,29 @@ official constructor's keyword arguments and returns ``(module, key_map)``: the 
 the equivalent arguments and a function mapping one official state_dict key to ours (or ``None`` to drop it);
 it may return a third item, a function applied to the whole official state_dict first (to merge tensors,
 e.g. SK's per-branch heads into one layer).
-Tensors whose shapes differ only by singleton dims (1×1 conv vs. linear) are reshaped here, in one place.
+Tensors whose shapes differ only by size-1 dims (1×1 conv vs. linear) are reshaped in :func:`load_converted`,
+the one loading loop (the design-space presets use it too).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Mapping
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["from_official", "official", "list_official"]
+try:
+    import numpy as np
+except ImportError:  # numpy is optional: without it, arrays are not accepted
+    np = None  # type: ignore[assignment]
+
+__all__ = ["from_official", "official", "list_official", "load_converted", "unwrap_state_dict"]
+
+_log = logging.getLogger("plugattn")
 
 KeyMap = Callable[[str], "str | None"]
 Converter = Callable[..., "tuple[nn.Module, KeyMap]"]
@@ -53,26 +64,89 @@ def rename_prefix(*pairs: tuple[str, str]) -> KeyMap:
     return key_map
 
 
-def from_official(name: str, state_dict: Mapping[str, Tensor] | None = None, **official_kwargs: Any) -> nn.Module:
+def from_official(name: str, state_dict: Mapping[str, Any] | None = None, **official_kwargs: Any) -> nn.Module:
     """Build the plugattn module equal to official class ``name`` constructed with ``official_kwargs``.
 
     Args:
         name: one of :func:`list_official` (``"se"``, ``"sk"``, ``"cbam"``, ``"danet_pam"``, ...).
-        state_dict: the official module's state_dict; ``None`` keeps our initialisation.
+        state_dict: the official module's state_dict (tensors or numpy arrays); a checkpoint that wraps it
+            as ``{"state_dict": ...}`` or ``{"model": ...}``, or with DataParallel's ``module.`` prefix, is
+            unwrapped (logged). ``None`` keeps our initialisation.
         **official_kwargs: the official constructor's arguments, by their official names. Class-valued
             arguments (activations, norm layers) may be given as classes or by name (``"ReLU6"``).
 
     Returns:
-        The module, with the converted weights loaded (strictly: every key must be used), in the
-        checkpoint's floating dtype.
+        The module, with the converted weights loaded (strictly: every key used, every shape equal up to
+        size-1 dimensions), in the checkpoint's floating dtype.
+
+    Examples:
+        >>> m = from_official("se", None, channels=64)
+        >>> type(m).__name__
+        'SqueezeExcite'
     """
     if name not in _CONVERTERS:
         raise ValueError(f"from_official: unknown name {name!r}; expected one of: {', '.join(list_official())}")
-    module, key_map, *prepare = _CONVERTERS[name](**official_kwargs)
+    converter = _CONVERTERS[name]
+    try:
+        inspect.signature(converter).bind(**official_kwargs)
+    except TypeError as e:
+        raise TypeError(f"from_official({name!r}): {e}; the official constructor takes "
+                        f"{_signature_text(converter)}") from None
+    module, key_map, *prepare = converter(**official_kwargs)
     if state_dict is None:
         return module
-    if prepare:
-        state_dict = prepare[0](state_dict)
+    return load_converted(module, state_dict, key_map, prepare[0] if prepare else None, owner=f"from_official({name!r})")
+
+
+def _signature_text(fn: Callable[..., Any]) -> str:
+    return "(" + ", ".join(str(p) for p in inspect.signature(fn).parameters.values()) + ")"
+
+
+def unwrap_state_dict(state_dict: Mapping[str, Any], owner: str = "from_official") -> dict[str, Tensor]:
+    """The tensors of a checkpoint as saved by the usual training scripts.
+
+    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"model_state": ...}`` containers and a ``module.``
+    prefix on every key (DataParallel), converting numpy arrays to tensors; each unwrapping is logged. A value
+    that is neither a tensor nor an array raises ``TypeError`` naming its key.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{owner}: expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+    for wrapper in ("state_dict", "model", "model_state", "model_state_dict"):
+        if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
+            _log.info("%s: using the checkpoint's %r entry", owner, wrapper)
+            state_dict = state_dict[wrapper]
+            break
+    keys = list(state_dict)
+    if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys):
+        _log.info("%s: dropping the 'module.' prefix of every key (DataParallel)", owner)
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if isinstance(value, np.ndarray if np is not None else ()):
+            value = torch.from_numpy(value)
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{owner}: state_dict entry {key!r} is a {type(value).__name__}, expected a tensor")
+        out[key] = value
+    return out
+
+
+def load_converted(
+    module: nn.Module,
+    state_dict: Mapping[str, Any],
+    key_map: KeyMap,
+    prepare: Callable[[dict[str, Tensor]], Mapping[str, Tensor]] | None = None,
+    *,
+    owner: str = "from_official",
+) -> nn.Module:
+    """Load a foreign ``state_dict`` into ``module`` through ``key_map`` (strict) and return the module.
+
+    ``prepare`` transforms the whole (unwrapped) state_dict first. A tensor may differ from ours only by
+    size-1 dimensions (a 1×1 conv stored as a linear layer); any other shape difference, an unknown key or a
+    missing one raises, naming the foreign key. A checkpoint of one floating dtype converts the module to it.
+    """
+    state_dict = unwrap_state_dict(state_dict, owner)
+    if prepare is not None:
+        state_dict = dict(prepare(state_dict))
     dtypes = {v.dtype for v in state_dict.values() if v.is_floating_point()}
     if len(dtypes) == 1:  # float64 checkpoints load without rounding through float32
         module = module.to(dtypes.pop())
@@ -83,20 +157,23 @@ def from_official(name: str, state_dict: Mapping[str, Tensor] | None = None, **o
         if new_key is None:
             continue
         if new_key not in ours:
-            raise KeyError(f"from_official({name!r}): official key {key!r} maps to {new_key!r}, "
-                           f"which {type(module).__name__} does not have")
+            raise KeyError(f"{owner}: key {key!r} maps to {new_key!r}, which {type(module).__name__} does not have")
         target = ours[new_key]
         if value.shape != target.shape:
-            if value.numel() != target.numel():
-                raise ValueError(f"from_official({name!r}): {key!r} has shape {tuple(value.shape)}, "
-                                 f"expected {tuple(target.shape)} for {new_key!r}")
+            if _squeezed(value.shape) != _squeezed(target.shape):
+                raise ValueError(f"{owner}: {key!r} has shape {tuple(value.shape)}, expected {tuple(target.shape)} "
+                                 f"(size-1 dimensions aside) for {new_key!r}")
             value = value.reshape(target.shape)
         converted[new_key] = value
     missing = sorted(set(ours) - set(converted))
     if missing:
-        raise KeyError(f"from_official({name!r}): the official state_dict lacks {missing}")
+        raise KeyError(f"{owner}: the state_dict lacks the tensors for {missing}")
     module.load_state_dict(converted, strict=True)
     return module
+
+
+def _squeezed(shape: torch.Size) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def kwarg_check(name: str, kwargs: Mapping[str, Any], allowed: set[str]) -> None:

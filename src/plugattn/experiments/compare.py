@@ -31,8 +31,18 @@ import torch
 from .. import registry
 from ..analysis.cost import count_flops, count_params
 from .data import ImageData, load_dataset
-from .train import (Recipe, add_data_arguments, add_recipe_arguments, build_model, data_from_args, device_from_args,
-                    dist_env, recipe_from_args, same_config, train_run)
+from .train import (
+    Recipe,
+    add_data_arguments,
+    add_recipe_arguments,
+    build_model,
+    data_from_args,
+    device_from_args,
+    dist_env,
+    recipe_from_args,
+    same_config,
+    train_run,
+)
 
 __all__ = ["compare", "summarize", "write_report", "model_cost", "DEFAULT_MODULES", "SEED_MODULES", "HELP"]
 

@@ -33,8 +33,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, axis_mean, bn_momentum, check_input, check_odd_kernel, check_positive, get_layer,
-    is_eager, make_divisible,
+    ConvNormAct,
+    Gate,
+    LayerType,
+    axis_mean,
+    bn_momentum,
+    check_input,
+    check_odd_kernel,
+    check_positive,
+    get_layer,
+    is_eager,
+    make_divisible,
 )
 from ..official import official, rename_prefix
 from ..registry import register

@@ -21,7 +21,15 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, axis_mean, check_input, check_positive, conv1x1, get_layer, like_layout, make_divisible,
+    Gate,
+    LayerType,
+    axis_mean,
+    check_input,
+    check_positive,
+    conv1x1,
+    get_layer,
+    like_layout,
+    make_divisible,
 )
 from ..official import official, rename_prefix
 from ..registry import register

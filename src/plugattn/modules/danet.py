@@ -37,7 +37,14 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, check_input, check_positive, is_channels_last, is_eager, make_divisible,
+    ConvNormAct,
+    Gate,
+    LayerType,
+    check_input,
+    check_positive,
+    is_channels_last,
+    is_eager,
+    make_divisible,
 )
 from ..official import official, rename_prefix
 from ..registry import register

@@ -16,17 +16,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_odd_kernel, check_positive, conv1d_taps
+from .._layers import Gate, LayerType, check_input, check_odd_kernel, check_positive, conv1d_taps, eca_kernel_size
 from ..official import official, rename_prefix
 from ..registry import register
 
-__all__ = ["EfficientChannelAttention", "CircularECA", "eca_kernel_size"]
-
-
-def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
-    """The paper's adaptive kernel size ψ(C) = |log₂(C)/γ + b/γ|_odd (t, bumped to the next odd)."""
-    t = int(abs((math.log2(channels) + beta) / gamma))
-    return t if t % 2 else t + 1
+__all__ = ["EfficientChannelAttention", "CircularECA"]
 
 
 @register(

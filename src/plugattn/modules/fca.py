@@ -31,61 +31,24 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, adaptive_avg_pool2d, check_input, check_positive, get_layer, is_channels_last, is_eager,
-    make_divisible, pool_bins,
+    FREQ_METHODS,
+    Gate,
+    LayerType,
+    adaptive_avg_pool2d,
+    check_input,
+    check_positive,
+    dct_filters,
+    freq_indices,
+    get_layer,
+    is_channels_last,
+    is_eager,
+    make_divisible,
+    pool_bins,
 )
 from ..official import official, rename_prefix
 from ..registry import register
 
-__all__ = ["MultiSpectralChannelAttention", "freq_indices", "dct_filters"]
-
-# Frequency (u, v) indices in a 7×7 DCT space, ranked in the paper's single-frequency ablation (official
-# ``get_freq_indices``): "top" best first, "low" by increasing frequency, "bot" worst first.
-_FREQ_TABLES = {
-    "top": ([0, 0, 6, 0, 0, 1, 1, 4, 5, 1, 3, 0, 0, 0, 3, 2, 4, 6, 3, 5, 5, 2, 6, 5, 5, 3, 3, 4, 2, 2, 6, 1],
-            [0, 1, 0, 5, 2, 0, 2, 0, 0, 6, 0, 4, 6, 3, 5, 2, 6, 3, 3, 3, 5, 1, 1, 2, 4, 2, 1, 1, 3, 0, 5, 3]),
-    "low": ([0, 0, 1, 1, 0, 2, 2, 1, 2, 0, 3, 4, 0, 1, 3, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
-            [0, 1, 0, 1, 2, 0, 1, 2, 2, 3, 0, 0, 4, 3, 1, 5, 4, 3, 2, 1, 0, 6, 5, 4, 3, 2, 1, 0, 6, 5, 4, 3]),
-    "bot": ([6, 1, 3, 3, 2, 4, 1, 2, 4, 4, 5, 1, 4, 6, 2, 5, 6, 1, 6, 2, 2, 4, 3, 3, 5, 5, 6, 2, 5, 5, 3, 6],
-            [6, 4, 4, 6, 6, 3, 1, 4, 4, 5, 6, 5, 2, 2, 5, 1, 4, 3, 5, 0, 3, 1, 1, 2, 4, 2, 1, 1, 5, 3, 3, 3]),
-}
-FREQ_METHODS = tuple(f"{kind}{n}" for kind in ("top", "low", "bot") for n in (1, 2, 4, 8, 16, 32))
-
-
-def freq_indices(freq_sel_method: str = "top16") -> tuple[list[int], list[int]]:
-    """The (u, v) frequency indices in the 7×7 space for ``"top16"``, ``"low4"``, ``"bot32"``, ..."""
-    if freq_sel_method not in FREQ_METHODS:
-        raise ValueError(f"freq_sel_method must be one of {list(FREQ_METHODS)}, got {freq_sel_method!r}")
-    n = int(freq_sel_method[3:])
-    xs, ys = _FREQ_TABLES[freq_sel_method[:3]]
-    return xs[:n], ys[:n]
-
-
-def _basis(pos: int, freq: int, size: int) -> float:
-    """Orthonormal DCT-II basis value B(pos; freq) = cos(π·freq·(pos + ½)/size)/√size, ×√2 for freq > 0."""
-    v = math.cos(math.pi * freq * (pos + 0.5) / size) / math.sqrt(size)
-    return v if freq == 0 else v * math.sqrt(2)
-
-
-def dct_filters(channels: int, dct_h: int, dct_w: int, freq_sel_method: str = "top16") -> Tensor:
-    """The fixed (C, dct_h, dct_w) float64 DCT filter bank: channel group i gets frequency i of the method.
-
-    Frequencies are given in a 7×7 space and scaled by ``dct_h // 7`` and ``dct_w // 7`` (official rule,
-    so (1, 1) in 7×7 becomes (2, 2) in 14×14). C must be divisible by the number of frequencies.
-    """
-    us, vs = freq_indices(freq_sel_method)
-    if channels % len(us):
-        raise ValueError(f"dct_filters: channels ({channels}) must be divisible by the number of frequencies "
-                         f"({len(us)} for {freq_sel_method!r})")
-    part = channels // len(us)
-    bank = torch.empty(len(us), dct_h, dct_w, dtype=torch.float64)
-    for i, (u, v) in enumerate(zip(us, vs)):
-        u, v = u * (dct_h // 7), v * (dct_w // 7)
-        for th in range(dct_h):
-            for tw in range(dct_w):
-                bank[i, th, tw] = _basis(th, u, dct_h) * _basis(tw, v, dct_w)
-    return bank.repeat_interleave(part, dim=0)  # (C, dct_h, dct_w)
-
+__all__ = ["MultiSpectralChannelAttention"]
 
 @register(
     "fca", paper="FcaNet: Frequency Channel Attention Networks", year=2021,

@@ -20,28 +20,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, channel_map, check_input, check_positive, descriptor_mlp, get_layer, make_divisible,
+    Gate,
+    LayerNorm2d,
+    LayerType,
+    channel_map,
+    check_input,
+    check_positive,
+    descriptor_mlp,
+    get_layer,
+    make_divisible,
     weighted_positions,
 )
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
-__all__ = ["GlobalContextBlock", "LayerNorm2d"]
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel dim of an (N, C, H, W) tensor (each position normalised on its own).
-
-    On the (N, C, 1, 1) context of GCNet it equals the official ``nn.LayerNorm([C, 1, 1])``; the weight
-    has shape (C,) instead of (C, 1, 1) (``from_official`` reshapes).
-    """
-
-    def __init__(self, num_channels: int, eps: float = 1e-5, *, device=None, dtype=None) -> None:
-        super().__init__(num_channels, eps=eps, device=device, dtype=dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)  # (N, H, W, C)
-        return y.permute(0, 3, 1, 2)  # (N, C, H, W)
+__all__ = ["GlobalContextBlock"]
 
 
 class _ContextMlp(nn.Module):

@@ -16,7 +16,14 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, channel_map, check_input, check_positive, descriptor_mlp, get_layer, make_divisible,
+    Gate,
+    LayerType,
+    channel_map,
+    check_input,
+    check_positive,
+    descriptor_mlp,
+    get_layer,
+    make_divisible,
 )
 from ..official import official, rename_prefix
 from ..registry import register

@@ -21,7 +21,14 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, check_input, check_positive, descriptor_mlp, get_layer, make_divisible,
+    ConvNormAct,
+    Gate,
+    LayerType,
+    check_input,
+    check_positive,
+    descriptor_mlp,
+    get_layer,
+    make_divisible,
 )
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register

@@ -14,11 +14,26 @@ Examples:
 """
 
 from .compose import (
-    PRESETS, ClusterSE, ComposedAttention, MultiScaleECA, compose, list_presets, load_named_state_dict, preset,
+    PRESETS,
+    ClusterSE,
+    ComposedAttention,
+    MultiScaleECA,
+    compose,
+    list_presets,
+    load_named_state_dict,
+    preset,
     space_table,
 )
 from .excite import (
-    MLP, AxialMLP, ChannelConv, ChannelSelfAttention, ChannelwiseFC, Excite, Identity, MultiScale, SpatialConv,
+    MLP,
+    AxialMLP,
+    ChannelConv,
+    ChannelSelfAttention,
+    ChannelwiseFC,
+    Excite,
+    Identity,
+    MultiScale,
+    SpatialConv,
 )
 from .gate import Gate, SpatialSoftmax, make_gate
 from .reweight import Add, Multiply, Parallel, Residual, Reweight, Sequence

@@ -22,12 +22,18 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerType, bn_momentum, check_input, check_positive
-from ..modules.gc import LayerNorm2d
-from ..official import rename_prefix
+from .._layers import LayerNorm2d, LayerType, bn_momentum, check_input, check_positive
+from ..official import load_converted, rename_prefix
 from ..registry import register
 from .excite import (
-    MLP, AxialMLP, ChannelConv, ChannelSelfAttention, ChannelwiseFC, Identity, MultiScale, SpatialConv,
+    MLP,
+    AxialMLP,
+    ChannelConv,
+    ChannelSelfAttention,
+    ChannelwiseFC,
+    Identity,
+    MultiScale,
+    SpatialConv,
 )
 from .gate import Gate, make_gate
 from .reweight import Add, Multiply, Residual, Sequence
@@ -406,23 +412,7 @@ def load_named_state_dict(module: nn.Module, name: str, state_dict: Mapping[str,
     if name not in PRESETS:
         raise ValueError(f"load_named_state_dict: unknown preset {name!r}; "
                          f"expected one of: {', '.join(list_presets())}")
-    key_map = PRESETS[name].key_map
-    ours = module.state_dict()
-    converted: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        new = key_map(key)
-        if new is None:
-            continue
-        if new not in ours:
-            raise KeyError(f"load_named_state_dict({name!r}): {key!r} maps to {new!r}, which the preset lacks")
-        if value.shape != ours[new].shape:
-            if value.numel() != ours[new].numel():
-                raise ValueError(f"load_named_state_dict({name!r}): {key!r} has shape {tuple(value.shape)}, "
-                                 f"expected {tuple(ours[new].shape)}")
-            value = value.reshape(ours[new].shape)
-        converted[new] = value
-    module.load_state_dict(converted, strict=True)
-    return module
+    return load_converted(module, state_dict, PRESETS[name].key_map, owner=f"load_named_state_dict({name!r})")
 
 
 # --- registered variants (points of the space not in a paper) -----------------------------------------------------

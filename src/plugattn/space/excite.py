@@ -15,10 +15,18 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    Gate, LayerType, bn_momentum, check_odd_kernel, check_positive, conv1d_taps, conv1x1, descriptor_mlp, get_layer,
+    Gate,
+    LayerType,
+    bn_momentum,
+    check_odd_kernel,
+    check_positive,
+    conv1d_taps,
+    conv1x1,
+    descriptor_mlp,
+    eca_kernel_size,
+    get_layer,
     make_divisible,
 )
-from ..modules.eca import eca_kernel_size
 
 __all__ = [
     "Excite", "MLP", "ChannelConv", "ChannelSelfAttention", "SpatialConv", "MultiScale", "AxialMLP",

@@ -28,9 +28,17 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._layers import (
-    ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, axis_mean, channel_map, check_positive, weighted_positions,
+    FREQ_METHODS,
+    ConvNormAct,
+    Gate,
+    LayerType,
+    adaptive_avg_pool2d,
+    axis_mean,
+    channel_map,
+    check_positive,
+    dct_filters,
+    weighted_positions,
 )
-from ..modules.fca import FREQ_METHODS, dct_filters
 
 __all__ = [
     "Squeeze", "Pool", "GeMPool", "DCTPool", "ConvPool", "LinearPool", "AttentionPool", "ClusterPool",
