@@ -145,6 +145,10 @@ def check_odd_kernel(owner: str, kernel_size: int) -> None:
 def check_input(owner: nn.Module, x: Any, channels: int | None) -> None:
     """Forward check: ``x`` is a floating (N, C, H, W) tensor with ``channels`` channels (``None``: any).
 
+    Dtype policy (every module): ``x`` must have the dtype of the module's parameters (``module.to(dtype)``
+    converts the module), except under ``torch.autocast``, which casts inside the ops; parameter-free modules
+    take any floating dtype. The output has ``x``'s dtype.
+
     Raises ``TypeError``/``ValueError`` naming the module, the argument and what was expected. Only static
     properties are read (rank, dtype, channel dim), so the check is free under compile and export; under
     ``torch.fx`` symbolic tracing (a ``Proxy`` input) it is skipped.
@@ -160,6 +164,10 @@ def check_input(owner: nn.Module, x: Any, channels: int | None) -> None:
         raise TypeError(f"{name}: expected a floating-point input x, got dtype {x.dtype}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name}: expected input x with {channels} channels (dim 1), got {x.shape[1]}")
+    p = next(owner.parameters(), None)
+    if p is not None and p.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name}: input x has dtype {x.dtype} but the module's parameters are {p.dtype}; "
+                        f"convert the module with module.to({x.dtype}) (or the input with x.to({p.dtype}))")
 
 
 class Gate(nn.Module):
@@ -231,6 +239,77 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 # ---- Z-pool gate (CBAM spatial gate, Triplet branches) -------------------------------------------------------
+
+# Per pooled axis, the permutation of the keepdim Z-pool (N, C|2, H|2, W|2) that puts the [max; mean] pair on
+# dim 1 and the conv plane in the official orientation; each is its own inverse, so it also rotates the weights back.
+_ZPOOL_PERMS = {1: (0, 1, 2, 3), 2: (0, 2, 1, 3), 3: (0, 3, 2, 1)}
+_ZPOOL_NORM = partial(nn.BatchNorm2d, momentum=0.01)  # official BasicConv: BatchNorm2d(eps 1e-5, momentum 0.01)
+
+
+class ZPoolGate(nn.Module):
+    r"""Z-pool over one axis of x, a k×k conv, BN and a gate: attention weights that broadcast against x.
+
+    :math:`w = \sigma(\mathrm{BN}(\mathrm{conv}_{k\times k}([\max_d x;\ \mathrm{mean}_d x])))`. The Z-pool puts
+    the **max first** (official CBAM ``ChannelPool`` and Triplet ``ZPool``); the conv is 2 → 1 with padding k // 2
+    and no bias, followed by BN (eps 1e-5, momentum 0.01) and no activation.
+
+    ============  ==========  ============================  ==================  ==========================
+    ``dim``       pools over  conv plane (rows, cols)       gate output         returned (broadcastable)
+    ============  ==========  ============================  ==================  ==========================
+    1             C           (H, W)                        (N, 1, H, W)        (N, 1, H, W)
+    2             H           (C, W)                        (N, 1, C, W)        (N, C, 1, W)
+    3             W           (H, C)                        (N, 1, H, C)        (N, C, H, 1)
+    ============  ==========  ============================  ==================  ==========================
+
+    ``dim=1`` is CBAM's spatial gate and Triplet's ``hw`` branch; ``dim=2`` and ``dim=3`` are Triplet's ``cw``
+    and ``hc`` branches, which officially rotate x by ``permute(0, 2, 1, 3)`` and ``permute(0, 3, 2, 1)`` and
+    pool over dim 1. Here x is pooled along ``dim`` first and only the small pooled map is rotated (the same
+    numbers); the weights are rotated back to broadcast against x.
+
+    Args:
+        dim: the axis of (N, C, H, W) to pool over: 1, 2 or 3. Default: 1.
+        kernel_size: k (odd). Default: 7.
+        norm_layer: the norm after the conv; ``None`` drops it. Default: BatchNorm2d with momentum 0.01.
+        gate_layer: σ. Default: sigmoid.
+
+    Shape:
+        (N, C, H, W) → weights as in the table above.
+
+    Examples:
+        >>> g = ZPoolGate(dim=3)
+        >>> g(torch.randn(2, 16, 7, 5)).shape
+        torch.Size([2, 16, 7, 1])
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 1,
+        kernel_size: int = 7,
+        norm_layer: LayerType = _ZPOOL_NORM,
+        gate_layer: LayerType = "sigmoid",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or dim not in _ZPOOL_PERMS:
+            raise ValueError(f"{type(self).__name__}: dim must be 1 (C), 2 (H) or 3 (W), got {dim!r}")
+        check_odd_kernel(type(self).__name__, kernel_size)
+        self.dim = dim
+        self.kernel_size = kernel_size
+        self.perm = _ZPOOL_PERMS[dim]
+        self.conv = ConvNormAct(2, 1, kernel_size, bias=False, norm_layer=norm_layer, device=device, dtype=dtype)
+        self.gate = Gate(gate_layer)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, kernel_size={self.kernel_size}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.dim
+        z = torch.cat((x.amax(d, keepdim=True), x.mean(d, keepdim=True)), dim=d)  # Z-pool: [max; mean] along d
+        z = z.permute(self.perm)  # (N, 2, P, Q): the pair as channels, the (P, Q) plane as in the table
+        return self.gate(self.conv(z)).permute(self.perm)  # (N, 1, P, Q) rotated back to broadcast against x
+
 
 
 # ---- FcaNet DCT filters ----------------------------------------------------------------------------------------
@@ -477,6 +556,8 @@ def adaptive_avg_pool2d(x: Tensor, output_size: int | tuple[int | None, int | No
     ):
         raise ValueError(f"adaptive_avg_pool2d: output_size must be a positive int or a pair of positive ints "
                          f"(or None), got {output_size!r}")
+    if isinstance(x, torch.fx.Proxy):  # symbolic tracing: record the native op
+        return F.adaptive_avg_pool2d(x, sizes)
     if not isinstance(x, Tensor):
         raise TypeError(f"adaptive_avg_pool2d: expected input x to be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):

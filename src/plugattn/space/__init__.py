@@ -2,8 +2,9 @@
 
 The four primitive kinds are :class:`Squeeze`, :class:`Excite`, :class:`Gate` and :class:`Reweight`
 (their implementations live in :mod:`.squeeze`, :mod:`.excite`, :mod:`.gate`, :mod:`.reweight`);
-:func:`compose` puts four parts together, :func:`preset` builds the named modules from parts.
-Importing this package registers the composed variants ``cluster_se`` and ``eca_ms``.
+:func:`compose` puts four parts together (:mod:`.compose`), :func:`preset` builds the named modules from
+parts (:mod:`.presets`). Importing this package registers the composed variants ``cluster_se`` and
+``eca_ms`` (:mod:`.variants`).
 
 Examples:
     >>> import torch
@@ -13,17 +14,7 @@ Examples:
     torch.Size([2, 64, 9, 7])
 """
 
-from .compose import (
-    PRESETS,
-    ClusterSE,
-    ComposedAttention,
-    MultiScaleECA,
-    compose,
-    list_presets,
-    load_named_state_dict,
-    preset,
-    space_table,
-)
+from .compose import ComposedAttention, compose
 from .excite import (
     MLP,
     AxialMLP,
@@ -36,8 +27,10 @@ from .excite import (
     SpatialConv,
 )
 from .gate import Gate, SpatialSoftmax, make_gate
-from .reweight import Add, Multiply, Parallel, Residual, Reweight, Sequence
+from .presets import PRESETS, list_presets, load_named_state_dict, preset, space_table
+from .reweight import Add, Multiply, Parallel, Residual, Reweight, Series
 from .squeeze import AttentionPool, ClusterPool, ConvPool, DCTPool, GeMPool, LinearPool, Pool, Squeeze
+from .variants import ClusterSE, MultiScaleECA
 
 __all__ = [
     # the four primitive kinds and the composer
@@ -51,7 +44,7 @@ __all__ = [
     # gates
     "SpatialSoftmax", "make_gate",
     # reweights
-    "Multiply", "Add", "Residual", "Sequence", "Parallel",
+    "Multiply", "Add", "Residual", "Series", "Parallel",
     # registered variants
     "ClusterSE", "MultiScaleECA",
 ]

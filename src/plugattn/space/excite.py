@@ -14,18 +14,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .._kernels import ChannelConv1d, PointwiseConv2d
 from .._layers import (
     Gate,
     LayerType,
     bn_momentum,
     check_odd_kernel,
     check_positive,
-    conv1d_taps,
-    conv1x1,
-    descriptor_mlp,
     eca_kernel_size,
     get_layer,
-    make_divisible,
+    reduced_width,
 )
 
 __all__ = [
@@ -34,12 +32,8 @@ __all__ = [
 ]
 
 
-def _rd(owner: str, channels: int, rd_ratio: float, rd_channels: int | None, rd_divisor: int | None,
-        min_channels: int = 1) -> int:
-    if rd_channels is None:
-        rd_channels = max(min_channels, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
-    check_positive(owner, rd_channels=rd_channels)
-    return rd_channels
+CBAM_NORM = bn_momentum(0.01)
+"""CBAM's norm after its spatial conv: BatchNorm2d with momentum 0.01."""
 
 
 def _norm(norm_layer: LayerType, channels: int, dd: dict) -> nn.Module:
@@ -63,7 +57,8 @@ class Excite(nn.Module):
 class MLP(Excite):
     r"""Bottleneck MLP (SE): :math:`W_2\,\delta(\mathrm{norm}(W_1 d + b_1)) + b_2` as 1×1 convs, at every position.
 
-    Parameter names equal :class:`~plugattn.modules.se.SqueezeExcite`'s (``fc1``, ``norm``, ``fc2``).
+    Parameter names equal :class:`~plugattn.modules.se.SqueezeExcite`'s (``fc1``, ``norm``, ``fc2``). The
+    1×1 convs are :class:`~plugattn._kernels.PointwiseConv2d` (a matrix product on pooled descriptors).
 
     Args:
         in_channels: descriptor channels.
@@ -74,6 +69,13 @@ class MLP(Excite):
         bias: Default: True.
         act_layer: δ. Default: ReLU.
         norm_layer: optional norm after W₁, called with the hidden width. Default: None.
+
+    Shape:
+        (N, C_in, h, w) → (N, C_out, h, w).
+
+    Examples:
+        >>> MLP(16, rd_channels=4)(torch.randn(2, 16, 1, 1)).shape
+        torch.Size([2, 16, 1, 1])
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = None, *, rd_ratio: float = 1 / 16,
@@ -84,19 +86,19 @@ class MLP(Excite):
         name = type(self).__name__
         out_channels = in_channels if out_channels is None else out_channels
         check_positive(name, in_channels=in_channels, out_channels=out_channels)
-        rd_channels = _rd(name, out_channels, rd_ratio, rd_channels, rd_divisor)
+        rd_channels = reduced_width(name, out_channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.fc1 = nn.Conv2d(in_channels, rd_channels, 1, bias=bias, **dd)
+        self.in_channels, self.out_channels, self.rd_channels = in_channels, out_channels, rd_channels
+        self.fc1 = PointwiseConv2d(in_channels, rd_channels, bias=bias, **dd)
         self.norm = _norm(norm_layer, rd_channels, dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = nn.Conv2d(rd_channels, out_channels, 1, bias=bias, **dd)
+        self.fc2 = PointwiseConv2d(rd_channels, out_channels, bias=bias, **dd)
 
     def forward(self, d: Tensor) -> Tensor:
-        n, _, h, w = d.shape
-        if h == 1 and w == 1:  # a pooled descriptor: the 1×1 convs as matrix products (see conv1x1)
-            return descriptor_mlp(d.reshape(n, -1), self.fc1, self.norm, self.act, self.fc2).view(n, -1, 1, 1)
         return self.fc2(self.act(self.norm(self.fc1(d))))
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, rd_channels={self.rd_channels}"
 
 
 class ChannelConv(Excite):
@@ -111,6 +113,13 @@ class ChannelConv(Excite):
         gamma: γ of ψ(C). Default: 2.
         beta: b of ψ(C). Default: 1.
         dilation: spacing of the taps (not in ECA). Default: 1.
+
+    Shape:
+        (N, C, h, w) → (N, C, h, w).
+
+    Examples:
+        >>> ChannelConv(64)(torch.randn(2, 64, 1, 1)).shape
+        torch.Size([2, 64, 1, 1])
     """
 
     def __init__(self, channels: int, *, kernel_size: int | None = None, gamma: float = 2, beta: float = 1,
@@ -122,16 +131,16 @@ class ChannelConv(Excite):
             kernel_size = eca_kernel_size(channels, gamma, beta)
         check_odd_kernel(name, kernel_size)
         self.in_channels = self.out_channels = channels
-        self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(1, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
-                              bias=False, device=device, dtype=dtype)
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.conv = ChannelConv1d(kernel_size, dilation=dilation, device=device, dtype=dtype)
 
     def forward(self, d: Tensor) -> Tensor:
         n, c, h, w = d.shape
-        s = d.permute(0, 2, 3, 1).reshape(n * h * w, c)  # (N·h·w, C): channels as a sequence
-        # = self.conv on (N·h·w, 1, C), as shifted multiply-adds (see conv1d_taps)
-        y = conv1d_taps(s, self.conv.weight, padding=self.conv.padding[0], dilation=self.conv.dilation[0])
-        return y.reshape(n, h, w, c).permute(0, 3, 1, 2)  # (N, C, h, w)
+        s = d.permute(0, 2, 3, 1).reshape(n * h * w, 1, c)  # (N·h·w, 1, C): channels as a sequence
+        return self.conv(s).reshape(n, h, w, c).permute(0, 3, 1, 2)  # (N, C, h, w)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.in_channels}, kernel_size={self.kernel_size}, dilation={self.dilation}"
 
 
 class ChannelSelfAttention(Excite):
@@ -150,6 +159,13 @@ class ChannelSelfAttention(Excite):
     Args:
         channels: C, descriptor channels.
         embed_dim: e. Default: 8.
+
+    Shape:
+        (N, C, h, w) → (N, C, h, w).
+
+    Examples:
+        >>> ChannelSelfAttention(16)(torch.randn(2, 16, 1, 1)).shape
+        torch.Size([2, 16, 1, 1])
     """
 
     def __init__(self, channels: int, *, embed_dim: int = 8,
@@ -181,6 +197,9 @@ class ChannelSelfAttention(Excite):
         logits = self.proj(torch.matmul(a, v))  # (B, C, 1)
         return logits.reshape(n, h, w, c).permute(0, 3, 1, 2)  # (N, C, h, w)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.in_channels}, embed_dim={self.embed_dim}"
+
 
 class SpatialConv(Excite):
     r"""A k×k conv over a pooled map (CBAM's spatial gate): conv → norm → act, padding ``dilation·(k−1)/2``.
@@ -193,10 +212,17 @@ class SpatialConv(Excite):
         bias: Default: False (CBAM).
         norm_layer: Default: BatchNorm2d with momentum 0.01 (CBAM).
         act_layer: Default: None.
+
+    Shape:
+        (N, C_in, H, W) → (N, C_out, H, W).
+
+    Examples:
+        >>> SpatialConv()(torch.randn(2, 2, 9, 7)).shape
+        torch.Size([2, 1, 9, 7])
     """
 
     def __init__(self, in_channels: int = 2, out_channels: int = 1, *, kernel_size: int = 7, dilation: int = 1,
-                 bias: bool = False, norm_layer: LayerType = bn_momentum(0.01), act_layer: LayerType = None,
+                 bias: bool = False, norm_layer: LayerType = CBAM_NORM, act_layer: LayerType = None,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         name = type(self).__name__
@@ -204,6 +230,7 @@ class SpatialConv(Excite):
         check_odd_kernel(name, kernel_size)
         dd = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.dilation = kernel_size, dilation
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size - 1) // 2,
                               dilation=dilation, bias=bias, **dd)
         self.bn = _norm(norm_layer, out_channels, dd)
@@ -211,6 +238,10 @@ class SpatialConv(Excite):
 
     def forward(self, d: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(d)))
+
+    def extra_repr(self) -> str:
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, kernel_size={self.kernel_size}, "
+                f"dilation={self.dilation}")
 
 
 class MultiScale(Excite):
@@ -223,6 +254,14 @@ class MultiScale(Excite):
     Args:
         branches: the excites; same in/out channels.
         fuse: ``"sum"``, ``"mean"`` or ``"max"``. Default: ``"sum"``.
+
+    Shape:
+        As each branch.
+
+    Examples:
+        >>> m = MultiScale([ChannelConv(16, kernel_size=k) for k in (3, 5)], fuse="max")
+        >>> m(torch.randn(2, 16, 1, 1)).shape
+        torch.Size([2, 16, 1, 1])
     """
 
     FUSES = ("sum", "mean", "max")
@@ -272,6 +311,11 @@ class AxialMLP(Excite):
 
     Shape:
         ((N, C, H, 1), (N, C, 1, W)) → ((N, C_out, H, 1), (N, C_out, 1, W)).
+
+    Examples:
+        >>> lh, lw = AxialMLP(16)((torch.randn(2, 16, 5, 1), torch.randn(2, 16, 1, 3)))
+        >>> lh.shape, lw.shape
+        (torch.Size([2, 16, 5, 1]), torch.Size([2, 16, 1, 3]))
     """
 
     takes_tuple = True
@@ -285,9 +329,9 @@ class AxialMLP(Excite):
         out_channels = channels if out_channels is None else out_channels
         check_positive(name, channels=channels, out_channels=out_channels)
         check_positive(name, min_channels=min_channels)
-        mip = _rd(name, channels, rd_ratio, rd_channels, rd_divisor, min_channels)
+        mip = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels)
         dd = {"device": device, "dtype": dtype}
-        self.in_channels, self.out_channels = channels, out_channels
+        self.in_channels, self.out_channels, self.rd_channels = channels, out_channels, mip
         self.fc1 = nn.Conv2d(channels, mip, 1, bias=bias, **dd)
         self.norm = _norm(norm_layer, mip, dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
@@ -300,11 +344,13 @@ class AxialMLP(Excite):
                             f"axes='h+w', got {type(d).__name__}")
         dh, dw = d  # (N, C, H, 1), (N, C, 1, W)
         h, w = dh.shape[2], dw.shape[3]
-        s = torch.cat((dh.squeeze(3), dw.squeeze(2)), dim=2)  # (N, C, H+W)
-        # the 1×1 convs as matrix products on the sequences (see conv1x1); norm and act see 4-D maps
-        y = self.act(self.norm(conv1x1(self.fc1, s).unsqueeze(3))).squeeze(3)  # (N, m, H+W)
-        yh, yw = y.split((h, w), dim=2)
-        return conv1x1(self.fc_h, yh).unsqueeze(3), conv1x1(self.fc_w, yw).unsqueeze(2)  # (N, C, H, 1), (N, C, 1, W)
+        y = torch.cat((dh, dw.transpose(2, 3)), dim=2)  # (N, C, H+W, 1)
+        y = self.act(self.norm(self.fc1(y)))  # (N, m, H+W, 1)
+        yh, yw = y.split((h, w), dim=2)  # (N, m, H, 1), (N, m, W, 1)
+        return self.fc_h(yh), self.fc_w(yw.transpose(2, 3))  # (N, C, H, 1), (N, C, 1, W)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.in_channels}, out_channels={self.out_channels}, rd_channels={self.rd_channels}"
 
 
 class ChannelwiseFC(Excite):
@@ -318,6 +364,13 @@ class ChannelwiseFC(Excite):
         channels: C.
         num_stats: K. Default: 2.
         norm_layer: norm after the CFC, called with C. Default: BatchNorm2d.
+
+    Shape:
+        (N, K·C, h, w) → (N, C, h, w).
+
+    Examples:
+        >>> ChannelwiseFC(8)(torch.randn(2, 16, 1, 1)).shape
+        torch.Size([2, 8, 1, 1])
     """
 
     def __init__(self, channels: int, *, num_stats: int = 2, norm_layer: LayerType = "batchnorm",
@@ -339,6 +392,9 @@ class ChannelwiseFC(Excite):
         t = d.reshape(n, self.num_stats, self.out_channels, h, w).permute(0, 2, 3, 4, 1)  # (N, C, h, w, K)
         return self.bn((t * self.cfc[:, None, None, :]).sum(-1))  # (N, C, h, w)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.out_channels}, num_stats={self.num_stats}"
+
 
 class Identity(Excite):
     """No excitation: the descriptor (or tuple) is the logits."""
@@ -350,5 +406,8 @@ class Identity(Excite):
         check_positive(type(self).__name__, channels=channels)
         self.in_channels = self.out_channels = channels
 
-    def forward(self, d):
+    def forward(self, d: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
         return d
+
+    def extra_repr(self) -> str:
+        return f"channels={self.in_channels}"

@@ -1,7 +1,7 @@
 """Reweight: (input, weights) → output; and the two ways to combine a channel and a spatial attention.
 
 ``Multiply``, ``Add`` and ``Residual`` take ``(x, w)``; ``w`` broadcasts against ``x`` and may be a tuple
-(Coordinate Attention's H and W weights), applied one after the other. ``Sequence`` (CBAM) and
+(Coordinate Attention's H and W weights), applied one after the other. ``Series`` (CBAM) and
 ``Parallel`` (scSE, BAM) combine whole attention modules.
 """
 
@@ -14,7 +14,7 @@ from torch import Tensor
 from .._layers import LayerType, check_input, check_positive
 from .gate import Gate, make_gate
 
-__all__ = ["Reweight", "Multiply", "Add", "Residual", "Sequence", "Parallel"]
+__all__ = ["Reweight", "Multiply", "Add", "Residual", "Series", "Parallel"]
 
 Weights = Tensor | tuple[Tensor, ...]
 
@@ -32,14 +32,27 @@ class Reweight(nn.Module):
 
 
 class Multiply(Reweight):
-    r""":math:`y = x \odot w` (SE, ECA, CBAM, Coordinate Attention: x·a_h·a_w)."""
+    r""":math:`y = x \odot w` (SE, ECA, CBAM, Coordinate Attention: x·a_h·a_w).
+
+    Shape:
+        x (N, C, H, W) and w broadcasting against it (or a tuple of such) → (N, C, H, W).
+
+    Examples:
+        >>> x = torch.randn(2, 4, 3, 3)
+        >>> torch.equal(Multiply()(x, torch.ones(2, 4, 1, 1)), x)
+        True
+    """
 
     def forward(self, x: Tensor, w: Weights) -> Tensor:
         return _scale(x, w)
 
 
 class Add(Reweight):
-    r""":math:`y = x + w`: the weights are an additive term (GCNet's ``channel_add`` fusion)."""
+    r""":math:`y = x + w`: the weights are an additive term (GCNet's ``channel_add`` fusion).
+
+    Shape:
+        x (N, C, H, W) and w broadcasting against it (or a tuple of such) → (N, C, H, W).
+    """
 
     def forward(self, x: Tensor, w: Weights) -> Tensor:
         if isinstance(w, (tuple, list)):
@@ -57,12 +70,16 @@ class Residual(Reweight):
     Args:
         gamma_init: initial γ (DANet: 0, so the module starts as the identity). Default: 0.
         learnable: γ is a parameter (else a buffer). Default: True.
+
+    Shape:
+        x (N, C, H, W) and w broadcasting against it (or a tuple of such) → (N, C, H, W).
     """
 
     def __init__(self, *, gamma_init: float = 0.0, learnable: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.gamma_init = float(gamma_init)
+        self.learnable = learnable
         g = torch.empty(1, device=device, dtype=dtype)
         if learnable:
             self.gamma = nn.Parameter(g)
@@ -77,14 +94,17 @@ class Residual(Reweight):
     def forward(self, x: Tensor, w: Weights) -> Tensor:
         return x + self.gamma * _scale(x, w)
 
+    def extra_repr(self) -> str:
+        return f"gamma_init={self.gamma_init}, learnable={self.learnable}"
 
-def _modules(owner: str, attns: tuple[nn.Module, ...]) -> nn.ModuleList:
+
+def _module_list(owner: str, attns: tuple[nn.Module, ...]) -> nn.ModuleList:
     if not attns or not all(isinstance(a, nn.Module) for a in attns):
         raise TypeError(f"{owner}: expected one or more attention modules, got {attns!r}")
     return nn.ModuleList(attns)
 
 
-class Sequence(nn.Module):
+class Series(nn.Module):
     r"""Attention modules applied one after the other (CBAM: channel, then spatial on the refined tensor).
 
     Args:
@@ -93,7 +113,7 @@ class Sequence(nn.Module):
 
     Examples:
         >>> from plugattn.space import compose
-        >>> m = Sequence(compose(16, squeeze="avg+max"), compose(16, squeeze="max+avg", axes="c", excite="conv2d"))
+        >>> m = Series(compose(16, squeeze="avg+max"), compose(16, squeeze="max+avg", axes="c", excite="conv2d"))
         >>> m(torch.randn(2, 16, 5, 5)).shape
         torch.Size([2, 16, 5, 5])
     """
@@ -103,13 +123,16 @@ class Sequence(nn.Module):
         if channels is not None:
             check_positive(type(self).__name__, channels=channels)
         self.channels = channels
-        self.attns = _modules(type(self).__name__, attns)
+        self.attns = _module_list(type(self).__name__, attns)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         for a in self.attns:
             x = a(x)
         return x
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
 
 
 class Parallel(nn.Module):
@@ -147,7 +170,7 @@ class Parallel(nn.Module):
             raise ValueError(f"{name}: combine must be one of {self.COMBINES}, got {combine!r}")
         self.channels = channels
         self.combine = combine
-        self.attns = _modules(name, attns)
+        self.attns = _module_list(name, attns)
         if combine.startswith("logits"):
             missing = [type(a).__name__ for a in attns if not callable(getattr(a, "logits", None))]
             if missing:
@@ -174,4 +197,4 @@ class Parallel(nn.Module):
         return out * (1.0 / len(ys)) if self.combine == "mean" else out
 
     def extra_repr(self) -> str:
-        return f"combine={self.combine!r}"
+        return f"channels={self.channels}, combine={self.combine!r}"

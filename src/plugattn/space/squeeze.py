@@ -20,25 +20,14 @@ it returns one descriptor per statistic, to be excited by one shared excitation 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import (
-    FREQ_METHODS,
-    ConvNormAct,
-    Gate,
-    LayerType,
-    adaptive_avg_pool2d,
-    axis_mean,
-    channel_map,
-    check_positive,
-    dct_filters,
-    weighted_positions,
-)
+from .._layers import FREQ_METHODS, ConvNormAct, Gate, LayerType, adaptive_avg_pool2d, check_positive, dct_filters
 
 __all__ = [
     "Squeeze", "Pool", "GeMPool", "DCTPool", "ConvPool", "LinearPool", "AttentionPool", "ClusterPool",
@@ -81,17 +70,30 @@ def _check_merge(owner: str, merge: str) -> str:
     return merge
 
 
+def _std(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Unbiased standard deviation over ``dims`` (dims kept), 0 for a single element (not NaN).
+
+    The divisor max(n − 1, 1) is a tensor built from the shape at call time, so a traced or exported graph
+    follows the input size. The square root is taken only where the variance is positive, so the gradient
+    is 0 (not NaN) there, as with ``torch.std``.
+    """
+    n = 1
+    for d in dims:  # the number of reduced elements
+        n = n * x.shape[d]
+    divisor = torch.full((), n - 1, dtype=x.dtype, device=x.device).clamp(min=1)
+    var = (x - x.mean(dims, keepdim=True)).square().sum(dims, keepdim=True) / divisor
+    positive = var > 0
+    return torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
+
+
 def _stat(x: Tensor, stat: str, dims: tuple[int, ...]) -> Tensor:
     """One statistic of ``x`` over ``dims``, dims kept (size 1)."""
     if stat == "avg":
-        if len(dims) == 1 and dims[0] in (2, 3):  # over H or W alone: fast on channels_last too
-            return axis_mean(x, dims[0]).unsqueeze(dims[0])
         return x.mean(dims, keepdim=True)
     if stat == "max":
         return x.amax(dims, keepdim=True)
     if stat == "std":
-        n = math.prod(x.shape[d] for d in dims)
-        return x.std(dims, correction=min(1, n - 1), keepdim=True)  # unbiased; 0 (not NaN) for one element
+        return _std(x, dims)
     if stat == "lp":
         return torch.linalg.vector_norm(x, 2, dim=dims, keepdim=True)
     return torch.logsumexp(x, dim=dims, keepdim=True)  # "lse"
@@ -177,7 +179,7 @@ class Pool(Squeeze):
         return self._pool(x, _DIMS[self.axes])
 
     def extra_repr(self) -> str:
-        return f"stats={self.stats}, axes={self.axes!r}, merge={self.merge!r}"
+        return f"channels={self.channels}, stats={self.stats}, axes={self.axes!r}, merge={self.merge!r}"
 
 
 class GeMPool(Squeeze):
@@ -195,6 +197,10 @@ class GeMPool(Squeeze):
 
     Shape:
         (N, C, H, W) → one descriptor (see the module docstring).
+
+    Examples:
+        >>> GeMPool(8)(torch.rand(2, 8, 5, 4)).shape
+        torch.Size([2, 8, 1, 1])
     """
 
     def __init__(self, channels: int, *, axes: str = "hw", p: float = 3.0, eps: float = 1e-6, learnable: bool = True,
@@ -224,19 +230,29 @@ class GeMPool(Squeeze):
         p = self.p.to(x.dtype)
         return x.clamp(min=self.eps).pow(p).mean(_DIMS[self.axes], keepdim=True).pow(1.0 / p)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, axes={self.axes!r}, p_init={self.p_init}, eps={self.eps}"
+
 
 class DCTPool(Squeeze):
     r"""2-D DCT coefficients as the channel descriptor (FcaNet's multi-spectral squeeze), (N, C, 1, 1).
 
     Channel group i is reduced by the orthonormal DCT-II basis of frequency :math:`(u_i, v_i)` on a
     ``dct_h × dct_w`` grid, after adaptive average pooling of the input to that grid (exactly the
-    identity at that size). See :mod:`plugattn.modules.fca` for the frequency tables and the size rule.
+    identity at that size). See :func:`plugattn._layers.dct_filters` for the frequency tables and the size rule.
 
     Args:
         channels: C, input channels; divisible by the number of frequencies.
         dct_h: grid height. Default: 7.
         dct_w: grid width. Default: 7.
         freq_sel_method: ``{top,low,bot}{1,2,4,8,16,32}``. Default: ``"top16"``.
+
+    Shape:
+        (N, C, H, W) → (N, C, 1, 1).
+
+    Examples:
+        >>> DCTPool(16)(torch.randn(2, 16, 14, 9)).shape
+        torch.Size([2, 16, 1, 1])
     """
 
     def __init__(self, channels: int, *, dct_h: int = 7, dct_w: int = 7, freq_sel_method: str = "top16",
@@ -251,6 +267,7 @@ class DCTPool(Squeeze):
                              f"of freq_sel_method={freq_sel_method!r}")
         self.channels = self.out_channels = channels
         self.dct_h, self.dct_w = dct_h, dct_w
+        self.freq_sel_method = freq_sel_method
         filters = dct_filters(channels, dct_h, dct_w, freq_sel_method)
         self.register_buffer("dct_weight", filters.to(device=device, dtype=dtype or torch.get_default_dtype()),
                              persistent=False)
@@ -258,6 +275,10 @@ class DCTPool(Squeeze):
     def forward(self, x: Tensor) -> Tensor:
         pooled = adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))  # (N, C, dct_h, dct_w)
         return (pooled * self.dct_weight).sum((2, 3), keepdim=True)  # (N, C, 1, 1)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, dct_h={self.dct_h}, dct_w={self.dct_w}, "
+                f"freq_sel_method={self.freq_sel_method!r}")
 
 
 class ConvPool(Squeeze):
@@ -277,6 +298,10 @@ class ConvPool(Squeeze):
 
     Shape:
         (N, C, H, W) → (N, C, 1, 1).
+
+    Examples:
+        >>> ConvPool(8, num_layers=2)(torch.randn(2, 8, 9, 7)).shape
+        torch.Size([2, 8, 1, 1])
     """
 
     def __init__(self, channels: int, *, kernel_size: int = 3, stride: int = 2, num_layers: int = 1,
@@ -286,6 +311,7 @@ class ConvPool(Squeeze):
         check_positive(type(self).__name__, channels=channels, kernel_size=kernel_size, stride=stride,
                        num_layers=num_layers)
         self.channels = self.out_channels = channels
+        self.num_layers = num_layers
         self.convs = nn.Sequential(*[
             ConvNormAct(channels, channels, kernel_size, stride=stride, groups=channels if depthwise else 1,
                         norm_layer=norm_layer, act_layer=act_layer if i < num_layers - 1 else None,
@@ -295,6 +321,9 @@ class ConvPool(Squeeze):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.convs(x).mean((2, 3), keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, num_layers={self.num_layers}"
 
 
 class LinearPool(Squeeze):
@@ -309,6 +338,10 @@ class LinearPool(Squeeze):
 
     Shape:
         (N, C, H, W) → (N, out_channels, H, W).
+
+    Examples:
+        >>> LinearPool(8)(torch.randn(2, 8, 5, 4)).shape
+        torch.Size([2, 1, 5, 4])
     """
 
     def __init__(self, channels: int, *, out_channels: int = 1, bias: bool = True,
@@ -321,8 +354,10 @@ class LinearPool(Squeeze):
         self.proj = nn.Conv2d(channels, out_channels, 1, bias=bias, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        n, _, h, w = x.shape  # the 1×1 conv as one batched product (see channel_map)
-        return channel_map(x, self.proj.weight.flatten(1), self.proj.bias).view(n, -1, h, w)
+        return self.proj(x)  # (N, out_channels, H, W)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, out_channels={self.out_channels}"
 
 
 class AttentionPool(Squeeze):
@@ -334,6 +369,13 @@ class AttentionPool(Squeeze):
     Args:
         channels: C, input channels.
         bias: bias of the mask conv (official: True). Default: True.
+
+    Shape:
+        (N, C, H, W) → (N, C, 1, 1).
+
+    Examples:
+        >>> AttentionPool(8)(torch.randn(2, 8, 5, 4)).shape
+        torch.Size([2, 8, 1, 1])
     """
 
     def __init__(self, channels: int, *, bias: bool = True,
@@ -352,8 +394,11 @@ class AttentionPool(Squeeze):
 
     def forward(self, x: Tensor) -> Tensor:
         n, c = x.shape[:2]
-        a = self.attn_gate(channel_map(x, self.conv_attn.weight.flatten(1), self.conv_attn.bias))  # (N, 1, HW)
-        return weighted_positions(x, a).reshape(n, c, 1, 1)
+        a = self.attn_gate(self.conv_attn(x).flatten(2))  # (N, 1, HW): softmax over the positions
+        return torch.matmul(x.flatten(2), a.transpose(1, 2)).view(n, c, 1, 1)  # (N, C, HW)·(N, HW, 1)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
 
 
 class ClusterPool(Squeeze):
@@ -406,13 +451,16 @@ class ClusterPool(Squeeze):
     def assignments(self, x: Tensor) -> Tensor:
         """Soft assignment of each position to the centres: (N, C, H, W) → (N, k, H, W), summing to 1 over k."""
         n, c, h, w = x.shape
-        sim = channel_map(x, self.centres) * (c ** -0.5)  # (N, k, HW)
-        return self.assign_gate(sim.reshape(n, self.num_clusters, h, w))
+        sim = torch.matmul(self.centres, x.flatten(2)) * (c ** -0.5)  # (k, C)·(N, C, HW) → (N, k, HW)
+        return self.assign_gate(sim.view(n, self.num_clusters, h, w))
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
         n, c, h, w = x.shape
-        a = self.assignments(x).reshape(n, self.num_clusters, h * w)  # (N, k, HW)
-        pooled = weighted_positions(x, a)  # (N, C, k)
+        a = self.assignments(x).view(n, self.num_clusters, h * w)  # (N, k, HW)
+        pooled = torch.matmul(x.flatten(2), a.transpose(1, 2))  # (N, C, HW)·(N, HW, k) → (N, C, k)
         mass = a.sum(2).clamp_min(self.eps)  # (N, k)
         d = (pooled / mass.unsqueeze(1)).unsqueeze(-1)  # (N, C, k, 1)
         return _merge([d[:, :, j:j + 1] for j in range(self.num_clusters)], self.merge)  # each (N, C, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, num_clusters={self.num_clusters}, merge={self.merge!r}"
