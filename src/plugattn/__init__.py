@@ -12,7 +12,7 @@ from .integrate import insert, inserted
 from .modules.bam import BottleneckAttention
 from .modules.cbam import CBAM, CBAMChannelGate, CBAMSpatialGate
 from .modules.coord import CoordAttention
-from .modules.danet import ChannelAttention, DANetHead, DualAttention, PositionAttention
+from .modules.danet import DANetChannelAttention, DANetHead, DualAttention, PositionAttention
 from .modules.eca import CircularECA, EfficientChannelAttention
 from .modules.ema import EfficientMultiScaleAttention
 from .modules.fca import MultiSpectralChannelAttention
@@ -42,7 +42,7 @@ __all__ = [
     # the design space
     "compose", "Squeeze", "Excite", "Gate", "Reweight", "ClusterSE", "MultiScaleECA",
     # named modules
-    "BottleneckAttention", "CBAM", "CBAMChannelGate", "CBAMSpatialGate", "ChannelAttention", "CircularECA",
+    "BottleneckAttention", "CBAM", "CBAMChannelGate", "CBAMSpatialGate", "CircularECA", "DANetChannelAttention",
     "CoordAttention", "DANetHead", "DualAttention", "EffectiveSqueezeExcite", "EfficientChannelAttention",
     "EfficientMultiScaleAttention", "GatherExcite", "GlobalContextBlock", "MultiSpectralChannelAttention", "NonLocal",
     "PositionAttention", "SeaAttention", "SeaFormerBlock", "SelectiveKernel", "ShuffleAttention", "SimAM",

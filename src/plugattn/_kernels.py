@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["PointwiseConv2d", "ChannelConv1d", "is_plain", "pointwise_fast", "pointwise_plain", "taps_fast",
-           "taps_plain"]
+           "taps_plain", "DEFAULT_BLOCK_BUDGET", "attention_plain", "attention_blockwise"]
 
 
 def is_plain(x: Tensor) -> bool:
@@ -121,4 +121,61 @@ class ChannelConv1d(nn.Conv1d):
     def forward(self, x: Tensor) -> Tensor:
         if is_plain(x) or x.device.type != "cpu" or self.kernel_size[0] > _MAX_TAPS:
             return super().forward(x)
-        return taps_fast(x, self.weight, self.bias, self.padding[0], self.dilation[0])
+        return taps_fast(x, self.weight, self.bias, int(self.padding[0]), self.dilation[0])
+
+
+# ---- blockwise attention (DANet PAM, non-local) ----
+
+DEFAULT_BLOCK_BUDGET = 8 * 2**20
+"""Bytes of one block of attention logits (batch × rows × keys × itemsize) in :func:`attention_blockwise`."""
+
+
+def attention_plain(q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, scale: float | None = None) -> Tensor:
+    """Softmax attention with the whole matrix: ``v · gate(scale · q k)ᵀ``.
+
+    Args:
+        q: queries (N, L, d).
+        k: keys (N, d, S).
+        v: values (N, Cv, S).
+        gate: the softmax over the keys (a ``Gate``), applied to the (N, L, S) logits.
+        scale: logit scale; ``None`` leaves the logits unscaled (DANet).
+
+    Returns:
+        (N, Cv, L).
+    """
+    logits = torch.bmm(q, k)  # (N, L, S)
+    if scale is not None:
+        logits = logits * scale
+    return torch.bmm(v, gate(logits).transpose(1, 2))  # (N, Cv, L)
+
+
+def attention_blockwise(
+    q: Tensor, k: Tensor, v: Tensor, gate: nn.Module, scale: float | None = None, *,
+    block_budget: int | None = DEFAULT_BLOCK_BUDGET, query_block: int | None = None, grad_checkpoint: bool = False,
+) -> Tensor:
+    """:func:`attention_plain` over blocks of query positions, so the L × S matrix is never built whole.
+
+    Each block of ``rows`` queries is :func:`attention_plain` on its own (``gate`` is called once per block, in
+    order) and its output goes into its slice of the (N, Cv, L) result. ``rows`` is ``query_block`` if given, else
+    the most rows whose logits (N × rows × S × itemsize bytes) fit in ``block_budget``; ``block_budget=None``,
+    or ``rows >= L``, gives one block: :func:`attention_plain` itself. Under ``torch.fx`` symbolic tracing,
+    compile and export (:func:`is_plain`) the plain twin runs. ``grad_checkpoint`` recomputes each block in the
+    backward pass (``torch.utils.checkpoint``) instead of storing its attention.
+
+    Shapes as in :func:`attention_plain`: q (N, L, d), k (N, d, S), v (N, Cv, S) → (N, Cv, L).
+    """
+    n, length, keys = q.shape[0], q.shape[1], k.shape[2]
+    if is_plain(q) or (block_budget is None and query_block is None):
+        return attention_plain(q, k, v, gate, scale)
+    rows = query_block or max(1, block_budget // (n * keys * q.element_size()))
+    if rows >= length:
+        return attention_plain(q, k, v, gate, scale)
+    out = v.new_empty(n, v.shape[1], length)  # (N, Cv, L)
+    for start in range(0, length, rows):
+        q_blk = q[:, start:start + rows]  # (N, rows, d)
+        if grad_checkpoint:
+            y = torch.utils.checkpoint.checkpoint(attention_plain, q_blk, k, v, gate, scale, use_reentrant=False)
+        else:
+            y = attention_plain(q_blk, k, v, gate, scale)
+        out[:, :, start:start + rows] = y  # (N, Cv, rows)
+    return out

@@ -6,12 +6,8 @@ official code (Caffe2): https://github.com/facebookresearch/video-nonlocal-net (
 https://github.com/AlexHex7/Non-local_pytorch (``lib/non_local_embedded_gaussian.py``, ``NONLocalBlock2D``).
 Written from the paper and both codes; no code is copied.
 
-Memory: like DANet's position attention, the (H·W) × (H·W) affinity is never built whole: the query
-positions are processed in blocks by :func:`plugattn.modules.danet.blockwise_attention` (shared with
-:class:`~plugattn.modules.danet.PositionAttention`), each block's logits staying under ``block_budget`` bytes
-(default 8 MiB) and each block's response written into its slice of one preallocated (N, C', H·W) tensor.
-Measured at 128×128, C = 512, batch 2 (``benchmarks/targets.py``): 167 MiB of extra memory for the forward pass
-against 4359 MiB for the whole affinity (26×), in the same time.
+As in DANet's position attention, the (H·W) × S affinity is computed over blocks of query positions
+(:func:`plugattn._kernels.attention_blockwise`), so memory is O(H·W·C + ``block_budget``) instead of O(H·W·S).
 """
 
 from __future__ import annotations
@@ -19,14 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._kernels import DEFAULT_BLOCK_BUDGET, attention_blockwise
+from .._layers import Gate, LayerType, check_input, check_optional_positive, check_positive, get_layer, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
-from .danet import _DEFAULT_BLOCK_BUDGET, _check_optional_positive, attention_block_rows, blockwise_attention
 
 __all__ = ["NonLocal"]
 
@@ -34,11 +31,15 @@ __all__ = ["NonLocal"]
 @register(
     "non_local", paper="Non-local Neural Networks", year=2018, url="https://arxiv.org/abs/1711.07971",
     kind="self-attention",
-    official="facebookresearch/video-nonlocal-net spacetime_nonlocal (Caffe2); AlexHex7/Non-local_pytorch NONLocalBlock2D",
+    official="facebookresearch/video-nonlocal-net spacetime_nonlocal (Caffe2); "
+             "AlexHex7/Non-local_pytorch NONLocalBlock2D",
 )
 class NonLocal(nn.Module):
-    r"""Non-local block, embedded Gaussian: :math:`z = x + \mathrm{BN}(W_z\, y)`,
-    :math:`y_i = \sum_j \mathrm{softmax}_j(s\,\theta(x_i)^\top \phi(x_j))\, g(x_j)`.
+    r"""Non-local block, embedded Gaussian: a softmax-weighted sum over all positions, added back to the input.
+
+    .. math::
+        y_i = \sum_j \mathrm{softmax}_j\big(s\,\theta(x_i)^\top \phi(x_j)\big)\, g(x_j),\qquad
+        z = x + \mathrm{BN}(W_z\, y)
 
     θ, φ, g are 1×1 convs C → C' (C' = C/2, with bias); W_z is a 1×1 conv C' → C with bias followed by
     ``norm_layer``, whose weight and bias start at 0, so the block starts as the identity. The softmax over
@@ -57,8 +58,8 @@ class NonLocal(nn.Module):
     norm weight and bias 0 (``NONLOCAL.CONV_INIT_STD``, ``BN_INIT_GAMMA = 0``). With ``norm_layer=None``,
     W_z itself starts at 0 (the AlexHex7 ``bn_layer=False`` form).
 
-    The attention is computed in blocks of query positions (see the file docstring); the ``gate`` sees each
-    block's logits (N, rows, keys).
+    The attention is computed over blocks of query positions (see the file docstring); the ``gate`` is called on
+    each block's logits (N, rows, S), in order.
 
     Args:
         channels: C, input channels.
@@ -70,10 +71,10 @@ class NonLocal(nn.Module):
             Default: False.
         norm_layer: norm after W_z (official BatchNorm; ``None``: none). Default: BatchNorm2d.
         query_block: query positions per block; overrides ``block_budget``. Default: None.
-        block_budget: largest size in bytes of one block of logits (batch × rows × keys × itemsize);
+        block_budget: largest size in bytes of one block of logits (batch × rows × S × itemsize);
             ``None`` computes the whole affinity at once. Default: 8 MiB.
-        grad_checkpoint: recompute each block in the backward pass (``torch.utils.checkpoint``), so training
-            memory is also O(H·W·C + block). Not in the official code. Default: False.
+        grad_checkpoint: recompute each block in the backward pass instead of storing its attention
+            (``torch.utils.checkpoint``). Not in the official code. Default: False.
 
     Shape:
         (N, C, H, W) → (N, C, H, W).
@@ -96,7 +97,7 @@ class NonLocal(nn.Module):
         sub_sample_after_proj: bool = False,
         norm_layer: LayerType = "batchnorm2d",
         query_block: int | None = None,
-        block_budget: int | None = _DEFAULT_BLOCK_BUDGET,
+        block_budget: int | None = DEFAULT_BLOCK_BUDGET,
         grad_checkpoint: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -104,10 +105,8 @@ class NonLocal(nn.Module):
         super().__init__()
         owner = type(self).__name__
         check_positive(owner, channels=channels)
-        if rd_channels is None:
-            rd_channels = max(1, make_divisible(channels * rd_ratio, None))
-        check_positive(owner, rd_channels=rd_channels)
-        _check_optional_positive(owner, query_block=query_block, block_budget=block_budget)
+        rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, None, min_channels=1)
+        check_optional_positive(owner, query_block=query_block, block_budget=block_budget)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
         self.rd_channels = rd_channels
@@ -136,8 +135,20 @@ class NonLocal(nn.Module):
             for p in self.norm.parameters():
                 nn.init.zeros_(p)
 
+    def extra_repr(self) -> str:
+        s = f"channels={self.channels}, rd_channels={self.rd_channels}, use_scale={self.scale is not None}"
+        if self.sub_sample:
+            s += f", sub_sample=True, sub_sample_after_proj={self.sub_sample_after_proj}"
+        s += f", block_budget={self.block_budget}"
+        if self.query_block is not None:
+            s += f", query_block={self.query_block}"
+        return s + (", grad_checkpoint=True" if self.grad_checkpoint else "")
+
     def _keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """φ and g over the (optionally 2×2 max-pooled) key positions: two (N, C', S) tensors."""
+        if self.sub_sample and not isinstance(x, torch.fx.Proxy) and (x.shape[-2] < 2 or x.shape[-1] < 2):
+            raise ValueError(f"{type(self).__name__}: sub_sample=True needs H, W >= 2 (2×2 max pooling), "
+                             f"got {x.shape[-2]}×{x.shape[-1]}")
         src = F.max_pool2d(x, 2) if self.sub_sample and not self.sub_sample_after_proj else x
         phi, g = self.phi(src), self.g(src)  # (N, C', H', W')
         if self.sub_sample and self.sub_sample_after_proj:
@@ -152,7 +163,6 @@ class NonLocal(nn.Module):
             ``sub_sample``.
         """
         check_input(self, x, self.channels)
-        x = x.contiguous()  # as in attend()
         index = torch.as_tensor(index, dtype=torch.long, device=x.device).reshape(-1)
         theta = self.theta(x).flatten(2).index_select(2, index).transpose(1, 2)  # (N, I, C')
         logits = torch.bmm(theta, self._keys_values(x)[0])  # (N, I, S)
@@ -161,35 +171,26 @@ class NonLocal(nn.Module):
         return self.gate(logits)
 
     def attend(self, x: Tensor) -> Tensor:
-        """The non-local response y (N, C', H, W), before W_z, the norm and the residual.
-
-        The input is made contiguous first (a copy only for channels_last or strided input), as in
-        :meth:`PositionAttention.attend`: the softmax amplifies round-off, and layout-dependent conv kernels
-        would otherwise make channels_last results differ from contiguous ones beyond float32 round-off.
-        """
-        x = x.contiguous()
+        """The non-local response y (N, C', H, W), before W_z, the norm and the residual."""
         n, _, h, w = x.shape
-        if self.sub_sample and (h < 2 or w < 2):
-            raise ValueError(f"{type(self).__name__}: sub_sample=True needs H, W >= 2 (2×2 max pooling), "
-                             f"got {h}×{w}")
         theta = self.theta(x).flatten(2).transpose(1, 2)  # (N, HW, C')
         phi, g = self._keys_values(x)  # (N, C', S)
-        rows = attention_block_rows(n, phi.shape[2], x.element_size(), queries=h * w,
-                                    query_block=self.query_block, block_budget=self.block_budget)
-        y = blockwise_attention(theta, phi, g, self.gate, rows, scale=self.scale,
-                                grad_checkpoint=self.grad_checkpoint)  # (N, C', HW)
+        y = attention_blockwise(theta, phi, g, self.gate, self.scale, block_budget=self.block_budget,
+                                query_block=self.query_block, grad_checkpoint=self.grad_checkpoint)  # (N, C', HW)
         return y.view(n, self.rd_channels, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        return x + self.norm(self.proj(self.attend(x)))  # x first: the output keeps x's memory format
+        return x + self.norm(self.proj(self.attend(x)))  # z = x + BN(W_z y)
 
 
 @official("non_local")
 def _non_local_alexhex7(in_channels: int, inter_channels: int | None = None, sub_sample: bool = True,
                         bn_layer: bool = True):
-    """AlexHex7/Non-local_pytorch ``NONLocalBlock2D(in_channels, inter_channels=None, sub_sample=True,
-    bn_layer=True)`` (embedded Gaussian): no logit scale, pooling after φ and g, inter = max(C // 2, 1)."""
+    """AlexHex7/Non-local_pytorch ``NONLocalBlock2D(in_channels, inter_channels=None, sub_sample=True, bn_layer=True)``.
+
+    Embedded Gaussian: no logit scale, pooling after φ and g, inter = max(C // 2, 1).
+    """
     if inter_channels is None:
         inter_channels = max(in_channels // 2, 1)
     module = NonLocal(in_channels, rd_channels=inter_channels, use_scale=False, sub_sample=sub_sample,

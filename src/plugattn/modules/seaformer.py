@@ -169,6 +169,10 @@ class SeaAttention(nn.Module):
             if getattr(seq.bn, "bias", None) is not None:
                 nn.init.zeros_(seq.bn.bias)
 
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, key_dim={self.key_dim}, num_heads={self.num_heads}, "
+                f"attn_ratio={self.attn_ratio}, pos_len={self.pos_row_q.shape[-1]}")
+
     def _axial(self, q: Tensor, k: Tensor, v: Tensor, pos_q: Tensor, pos_k: Tensor, gate: Gate) -> Tensor:
         """Attention along one squeezed axis: q, k (N, h·d_k, L), v (N, h·d_v, L) → (N, h·d_v, L)."""
         n, _, length = q.shape
@@ -197,7 +201,7 @@ class SeaAttention(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero a whole sample with probability p in training, scale survivors by 1/(1 − p).
+    """Stochastic depth on (N, C, H, W): in training, zero each sample with probability p, scale the rest by 1/(1 − p).
 
     Args:
         drop_prob: p. Default: 0 (the identity).
@@ -213,8 +217,8 @@ class DropPath(nn.Module):
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # (N, 1, 1, 1)
-        return x * mask.div_(keep)
+        mask = torch.bernoulli(x.new_full((x.shape[0], 1, 1, 1), keep))  # (N, 1, 1, 1): 1 keeps the sample
+        return x * (mask / keep)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
@@ -243,7 +247,10 @@ class _SeaMlp(nn.Module):
     official="fudan-zvg/SeaFormer seaformer-cls Block",
 )
 class SeaFormerBlock(nn.Module):
-    r"""The SeaFormer block: :math:`x' = x + \mathrm{DP}(\mathrm{Sea}(x))`, :math:`y = x' + \mathrm{DP}(\mathrm{MLP}(x'))`.
+    r"""The SeaFormer block: Sea attention and an MLP, each on a residual branch.
+
+    .. math::
+        x' = x + \mathrm{DP}(\mathrm{Sea}(x)),\qquad y = x' + \mathrm{DP}(\mathrm{MLP}(x'))
 
     Sea is :class:`SeaAttention`; MLP is 1×1 conv-BN to ``int(C·mlp_ratio)`` → depthwise 3×3 conv with bias
     → act → dropout → 1×1 conv-BN back to C → dropout; DP is per-sample drop path (identity in eval).
@@ -311,6 +318,9 @@ class SeaFormerBlock(nn.Module):
         self.mlp = _SeaMlp(channels, int(channels * mlp_ratio), act_layer, norm_layer, drop, dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, mlp_channels={self.mlp.fc1.conv.out_channels}"
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         x = x + self.drop_path(self.attn(x))
@@ -324,7 +334,7 @@ _BN_TYPES = {"BN", "BN2d", "SyncBN"}  # mmcv names that build BatchNorm2d (SyncB
 
 
 def _norm_from_cfg(name: str, norm_cfg: Mapping[str, Any] | None) -> tuple[LayerType, bool]:
-    """mmcv ``norm_cfg`` → (norm factory, requires_grad)."""
+    """Map an mmcv ``norm_cfg`` to (norm factory, requires_grad)."""
     if not isinstance(norm_cfg, Mapping) or "type" not in norm_cfg:
         raise TypeError(f"from_official({name!r}): norm_cfg must be a dict with a 'type' key, got {norm_cfg!r}")
     cfg = dict(norm_cfg)
@@ -413,8 +423,11 @@ def _sea_block(
     act_layer: Any = nn.ReLU,
     norm_cfg: Mapping[str, Any] | None = None,
 ):
-    """fudan-zvg/SeaFormer ``Block(dim, key_dim, num_heads, mlp_ratio=4., attn_ratio=2., drop=0., drop_path=0.,
-    act_layer=nn.ReLU, norm_cfg=BN2d)``."""
+    """fudan-zvg/SeaFormer ``Block``.
+
+    Signature: ``Block(dim, key_dim, num_heads, mlp_ratio=4., attn_ratio=2., drop=0., drop_path=0.,
+    act_layer=nn.ReLU, norm_cfg=BN2d)``.
+    """
     _check_act("sea_block", "act_layer", act_layer)
     norm_layer, requires_grad = _norm_from_cfg(
         "sea_block", {"type": "BN2d", "requires_grad": True} if norm_cfg is None else norm_cfg

@@ -1,4 +1,4 @@
-"""SeaFormer numerics against an independent re-derivation written from SPEC.md section 7.
+"""SeaFormer (Sea attention, block) against an independent re-derivation written from SPEC.md section 7.
 
 The reference below works directly on the OFFICIAL state_dict keys (``to_q.c.weight``, ``proj.1.bn.*``,
 ``pos_emb_rowq.pos_embed``, ...), with explicit BN arithmetic, per-head loops, einsum, a 9-tap loop for the
@@ -15,12 +15,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import TOL, rand, randomize_
 
 import plugattn
-from helpers import TOL, rand
 from plugattn.modules.seaformer import DropPath, SeaAttention, SeaFormerBlock, resample_pos_embed
 
-GOLDENS = Path(__file__).parent / "goldens"
+GOLDENS = Path(__file__).resolve().parents[1] / "goldens"
 
 # ----------------------------------------------------------------------------------------------------------
 # Independent reference (SPEC.md §7), on official keys
@@ -465,3 +465,72 @@ def test_onnx_export_dynamic_sizes_matches_eager(tmp_path):
         got = sess.run(None, {sess.get_inputs()[0].name: xi.numpy()})[0]
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(got), m(xi), atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gradients, ordinary nn.Module (fx, hooks, repr)
+
+
+def test_sea_attention_and_block_input_gradients_match_reference():
+    dim, kd, nh = 24, 8, 3
+    sd = official_attn_sd(dim, kd, nh, 2, seed=16)
+    m = load64("sea_attention", sd, dim=dim, key_dim=kd, num_heads=nh, activation="ReLU6")
+    bsd = official_block_sd(dim, kd, nh, 2.0, 2.0, seed=17)
+    b = load64("sea_block", bsd, dim=dim, key_dim=kd, num_heads=nh, mlp_ratio=2.0, act_layer="ReLU6")
+    for module, ref in [(m, lambda t: ref_sea_attention(t, sd, kd, nh, 2, "ReLU6")),
+                        (b, lambda t: ref_sea_block(t, bsd, kd, nh, 2.0, 2.0, "ReLU6"))]:
+        x = _input(2, dim, 6, 9, seed=18).to(memory_format=torch.channels_last)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        seed = rand(2, dim, 6, 9, seed=19, dtype=torch.float64)
+        (module(xa) * seed).sum().backward()
+        (ref(xb) * seed).sum().backward()
+        # PyTorch's float64 Hardsigmoid backward multiplies by the float32 constant 1/6 (relative error 3e-8)
+        torch.testing.assert_close(xa.grad, xb.grad, atol=1e-7, rtol=1e-6)
+
+
+MODULES = {
+    "sea_attention": lambda: SeaAttention(32, key_dim=8, num_heads=2),
+    "sea_block": lambda: SeaFormerBlock(32, key_dim=8, num_heads=2, mlp_ratio=2),
+    "sea_block_drop_path": lambda: SeaFormerBlock(32, key_dim=8, num_heads=2, drop_path=0.3),
+}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_fx_symbolic_trace_equals_eager(name):
+    m = randomize_(MODULES[name](), seed=3).double().eval()
+    gm = torch.fx.symbolic_trace(m)
+    for hw in [(7, 5), (1, 1), (16, 16), (13, 20)]:
+        x = _input(2, 32, *hw, seed=40)
+        with torch.no_grad():
+            torch.testing.assert_close(gm(x), m(x), atol=1e-12, rtol=1e-12)
+
+
+def test_fx_symbolic_trace_of_drop_path_in_training():
+    dp = DropPath(0.4).train()
+    gm = torch.fx.symbolic_trace(dp)
+    x = torch.randn(64, 3, 2, 2)
+    torch.manual_seed(5)
+    want = dp(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(gm(x), want, atol=0, rtol=0)
+    assert (want.flatten(1) == 0).all(1).any()  # some samples are dropped
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_parameter_owning_leaf_is_called(name):
+    m = randomize_(MODULES[name](), seed=4).eval()
+    leaves = {n for n, sub in m.named_modules() if not list(sub.children()) and list(sub.parameters(False))}
+    fired = set()
+    for n, sub in m.named_modules():
+        if n in leaves:
+            sub.register_forward_hook(lambda mod, i, o, n=n: fired.add(n))
+    with torch.no_grad():
+        m(rand(2, 32, 7, 5, seed=41))
+    assert leaves and fired == leaves
+
+
+def test_extra_repr():
+    r = repr(SeaAttention(64, key_dim=8, num_heads=2, attn_ratio=4))
+    assert "SeaAttention(\n  channels=64, key_dim=8, num_heads=2, attn_ratio=4, pos_len=16" in r
+    assert "SeaFormerBlock(\n  channels=32, mlp_channels=64" in repr(SeaFormerBlock(32, mlp_ratio=2))
+    assert "drop_prob=0.2" in repr(DropPath(0.2))
