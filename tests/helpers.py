@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -25,7 +27,7 @@ def randomize_(module: nn.Module, seed: int = 0, scale: float = 0.5) -> nn.Modul
     vectors (biases, scales) get std ``scale``.
     """
     g = torch.Generator().manual_seed(seed)
-    for name, p in module.named_parameters():
+    for p in module.parameters():
         std = scale if p.dim() < 2 else 1.0 / max(1, p[0].numel()) ** 0.5
         p.copy_(std * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
     for m in module.modules():
@@ -61,4 +63,27 @@ class LargestTensor(TorchDispatchMode):
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+class PeakLive(TorchDispatchMode):
+    """Peak bytes of tensor storage alive at once inside the ``with`` block (``.peak``), counted from the
+    storages that ops create (each counted once, freed when Python frees it); works on the meta device."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+
+    def _free(self, n):
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and not getattr(t.untyped_storage(), "_peak_live", False):
+                s = t.untyped_storage()
+                s._peak_live = True
+                self.live += s.nbytes()
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(s, self._free, s.nbytes())
         return out

@@ -8,14 +8,12 @@ matrices; modules are built through ``plugattn.from_official``, so the key mappi
 from __future__ import annotations
 
 import math
-import weakref
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import TOL, LargestTensor, as_tuple, rand, randomize_
-from torch.utils._python_dispatch import TorchDispatchMode
+from helpers import TOL, LargestTensor, PeakLive, as_tuple, rand, randomize_
 
 import plugattn
 from plugattn._kernels import attention_blockwise, attention_plain
@@ -146,29 +144,6 @@ def gate_calls(module):
         if isinstance(m, Gate):
             m.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().clone()))
     return seen
-
-
-class PeakLive(TorchDispatchMode):
-    """Peak bytes of tensor storage alive at once inside the ``with`` block (``.peak``), counted from the
-    storages that ops create (each counted once, freed when Python frees it); works on the meta device."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-
-    def _free(self, n):
-        self.live -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and not getattr(t.untyped_storage(), "_peak_live", False):
-                s = t.untyped_storage()
-                s._peak_live = True
-                self.live += s.nbytes()
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(s, self._free, s.nbytes())
-        return out
 
 
 # ----------------------------------------------------------------------------------------------------------

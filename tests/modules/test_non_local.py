@@ -8,13 +8,10 @@ layout where a converter exists, so the key mapping is checked too.
 
 from __future__ import annotations
 
-import weakref
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TOL, LargestTensor, rand, randomize_
-from torch.utils._python_dispatch import TorchDispatchMode
+from helpers import TOL, LargestTensor, PeakLive, rand, randomize_
 
 import plugattn
 from plugattn._layers import Gate
@@ -86,29 +83,6 @@ def ref_of(m: NonLocal, x):
     pool = None if not m.sub_sample else "after" if m.sub_sample_after_proj else "before"
     return nl_ref(x, m.theta.weight, m.theta.bias, m.phi.weight, m.phi.bias, m.g.weight, m.g.bias, out,
                   scale=1.0 if m.scale is None else m.scale, pool=pool)
-
-
-class PeakLive(TorchDispatchMode):
-    """Peak bytes of tensor storage alive at once inside the ``with`` block (``.peak``), counted from the
-    storages that ops create (each counted once, freed when Python frees it); works on the meta device."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-
-    def _free(self, n):
-        self.live -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and not getattr(t.untyped_storage(), "_peak_live", False):
-                s = t.untyped_storage()
-                s._peak_live = True
-                self.live += s.nbytes()
-                self.peak = max(self.peak, self.live)
-                weakref.finalize(s, self._free, s.nbytes())
-        return out
 
 
 @pytest.mark.parametrize("sub_sample", [True, False])
