@@ -170,3 +170,75 @@ def test_compile_matches_eager(name):
     with torch.no_grad():
         for a, b in zip(as_tuple(m(x)), as_tuple(compiled(x))):
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+# ---- an ordinary nn.Module: hooks, pruning, torch.fx, copies, repr ------------------------------------------------
+
+
+def _param_leaves(m: nn.Module) -> dict[str, nn.Module]:
+    """Leaf submodules that own parameters directly (the layers hooks, pruning and wrappers act on)."""
+    return {p: s for p, s in m.named_modules()
+            if p and not list(s.children()) and list(s.parameters(recurse=False))}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_hooks_fire_on_every_parameter_leaf(name):
+    m = build(name)
+    fired: list[str] = []
+    for path, leaf in _param_leaves(m).items():
+        leaf.register_forward_hook(lambda mod, args, out, path=path: fired.append(path))
+    with torch.no_grad():
+        m(rand(2, channel_counts(name)[0], 6, 5))
+    assert set(fired) == set(_param_leaves(m)), f"hooks not fired: {sorted(set(_param_leaves(m)) - set(fired))}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pruning_is_respected(name):
+    """Prune every conv/linear, then change ``weight_orig``: the output follows the masked new weights."""
+    import torch.nn.utils.prune as prune
+
+    m = build(name)
+    twin = copy.deepcopy(m)  # gets the masked weights written directly, no pruning machinery
+    layers = {p: s for p, s in m.named_modules() if isinstance(s, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+    for layer in layers.values():
+        prune.l1_unstructured(layer, "weight", amount=0.3)
+    twin_layers = dict(twin.named_modules())
+    with torch.no_grad():
+        for i, (path, layer) in enumerate(layers.items()):
+            layer.weight_orig.copy_(rand(*layer.weight_orig.shape, seed=100 + i) / layer.weight_orig[0].numel() ** 0.5)
+            twin_layers[path].weight.copy_(layer.weight_orig * layer.weight_mask)
+        x = rand(2, channel_counts(name)[0], 6, 5, seed=12)
+        for a, b in zip(as_tuple(m(x)), as_tuple(twin(x))):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_symbolic_trace_equals_eager(name):
+    m = build(name)
+    gm = torch.fx.symbolic_trace(m)
+    c = channel_counts(name)[0]
+    with torch.no_grad():
+        for shape in [(2, c, 7, 5), (1, c, 1, 1)]:
+            x = rand(*shape, seed=13)
+            for a, b in zip(as_tuple(gm(x)), as_tuple(m(x))):
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deepcopy_and_pickle_round_trip(name):
+    import pickle
+
+    m = build(name)
+    x = rand(2, channel_counts(name)[0], 5, 6, seed=14)
+    with torch.no_grad():
+        want = as_tuple(m(x))
+        for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+            for a, b in zip(as_tuple(other(x)), want):
+                assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_extra_repr_shows_channels(name):
+    c = channel_counts(name)[0]
+    text = build(name, c).extra_repr()
+    assert f"={c}" in text and "channels" in text, f"{name}: extra_repr {text!r} does not show the channels"

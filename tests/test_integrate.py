@@ -294,3 +294,52 @@ def test_timm_attn_layer(name):
         y = model(rand(1, 3, 64, 64, seed=10))
     assert seen == [64, 128, 256, 512]  # one per block, on the block's output width
     assert y.shape == (1, 10) and torch.isfinite(y).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# torch.fx: feature extraction from networks with attention inserted; FX graph-mode quantisation
+
+FX_NETWORKS = {  # network → the module path whose output is extracted
+    "resnet18": "layer4", "resnet50": "layer4", "mobilenet_v3_large": "features", "efficientnet_b0": "features",
+}
+
+
+@pytest.mark.parametrize("network", list(FX_NETWORKS))
+@pytest.mark.parametrize("name", PRESERVING)
+def test_create_feature_extractor(name, network):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    net = randomize_bn_(insert(getattr(tv.models, network)(num_classes=10), name)).eval()
+    node = FX_NETWORKS[network]
+    extractor = create_feature_extractor(net, return_nodes={node: "feat"})
+    seen = []
+    net.get_submodule(node).register_forward_hook(lambda m, a, out: seen.append(out))
+    x = rand(2, 3, 64, 48, seed=5)
+    with torch.no_grad():
+        feat = extractor(x)["feat"]
+        net(x)
+    torch.testing.assert_close(feat, seen[0], atol=1e-5, rtol=1e-5)
+
+
+def test_fx_post_training_quantisation_stays_close_to_float():
+    """FX graph mode PTQ (x86) of resnet18 with se, eca, cbam and coord inserted: near the float network."""
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    x = rand(32, 3, 64, 64, seed=6)
+    for name in ["se", "eca", "cbam", "coord"]:
+        torch.manual_seed(0)
+        net = randomize_bn_(insert(tv.models.resnet18(num_classes=10), name)).eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX graph mode quantisation is marked deprecated
+            want = net(x)
+            prepared = prepare_fx(copy.deepcopy(net), get_default_qconfig_mapping("x86"), example_inputs=(x,))
+            prepared(x)  # calibration
+            got = convert_fx(prepared)(x)
+        assert any("quantized" in str(type(m)).lower() for m in convert_fx(prepared).modules()), name
+        agreement = (got.argmax(1) == want.argmax(1)).float().mean().item()
+        rel = ((got - want).norm() / want.norm()).item()
+        assert agreement >= 0.8 and rel < 0.25, f"{name}: top-1 agreement {agreement:.2f}, relative error {rel:.3f}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand → module implementing it
@@ -21,7 +22,10 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="plugattn", description="Plug-and-play attention for CNNs.")
+    parser.add_argument("--version", action="version", version=f"plugattn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, path in COMMANDS.items():
         try:
@@ -30,16 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name and (path == e.name or path.startswith(e.name + ".")):  # not part of this build
                 continue
             raise
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``plugattn`` console script."""
+    """Entry point of the ``plugattn`` console script.
+
+    A user error (``ValueError``, ``TypeError``, ``KeyError``, a missing file) prints one line naming the command
+    and exits with status 2; ``PLUGATTN_DEBUG=1`` shows the traceback instead.
+    """
     args = build_parser().parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as e:
+        if os.environ.get("PLUGATTN_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"plugattn {args.command}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def export_onnx(
         **kwargs: constructor arguments when ``module`` is a registry key.
 
     Returns:
-        ``Path(path)``. The module is exported in eval mode and left in the mode it was in.
+        ``Path(path)``: one self-contained file (weights inside), unless they pass the 2 GB protobuf limit,
+        when they go to ``path.data`` beside it (said on stderr). The module is exported in eval mode and
+        left in the mode it was in.
 
     Raises:
         ValueError: bad sizes, opset < 17, or a missing channel count.
@@ -114,9 +116,14 @@ def export_onnx(
                 if dynamic:
                     dim = torch.export.Dim
                     dyn = {"x": {0: dim("batch"), 2: dim("height"), 3: dim("width")}}
+                external = _needs_external_data(module)
+                if external:
+                    print(f"export_onnx: the weights exceed the 2 GB protobuf limit; they go to {path}.data, "
+                          f"which must stay beside {path.name}", file=sys.stderr)
                 torch.onnx.export(
                     module, (x,), str(path), dynamo=True, opset_version=opset, input_names=["x"],
                     output_names=outputs, dynamic_shapes=dyn, optimize=optimize, verbose=False,
+                    external_data=external,
                 )
             else:
                 axes = {"x": {0: "batch", 2: "height", 3: "width"}} if dynamic else None
@@ -127,6 +134,12 @@ def export_onnx(
     finally:
         module.train(was_training)
     return path
+
+
+def _needs_external_data(module: nn.Module) -> bool:
+    """True when parameters and buffers pass ONNX's 2 GB protobuf limit (with a margin for the graph)."""
+    size = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+    return size > 1_900_000_000
 
 
 def onnx_max_error(path: str | Path, module: nn.Module, x: Tensor, *, relative: bool = False) -> float:
@@ -171,14 +184,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="registered module name (see `plugattn list`)")
     parser.add_argument("--channels", type=int, required=True, help="input channels C")
     parser.add_argument("--out", required=True, help="output .onnx file")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17)")
     parser.add_argument("--size", type=int, nargs=2, default=(16, 16), metavar=("H", "W"),
-                        help="example input height and width (default 16 16); the graph accepts any size")
-    parser.add_argument("--batch", type=int, default=2, help="example batch size (default 2)")
+                        help="example input height and width; the graph accepts any size")
+    parser.add_argument("--batch", type=int, default=2, help="example batch size")
     parser.add_argument("--static", action="store_true", help="fix batch, height and width to the example's")
     parser.add_argument("--torchscript", action="store_true", help="use the deprecated TorchScript exporter")
     parser.add_argument("--kwargs", default="{}", metavar="JSON",
                         help='constructor arguments as JSON, e.g. \'{"rd_ratio": 0.25}\'')
+    parser.add_argument("--weights", metavar="FILE", default=None,
+                        help="a state_dict or checkpoint (.pt/.pth) to load into the module before export")
     parser.add_argument("--check", action="store_true",
                         help="run the file with onnxruntime at the example size and another size and compare")
 
@@ -190,7 +205,15 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(kwargs, dict):
             raise ValueError(f"--kwargs must be a JSON object, got {args.kwargs!r}")
         module = registry.create(args.name, args.channels, **kwargs)
-    except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        if args.weights:
+            from .official import unwrap_state_dict
+
+            state = torch.load(args.weights, map_location="cpu", weights_only=True)
+            module.load_state_dict(unwrap_state_dict(state, "plugattn export --weights"))
+    except FileNotFoundError as e:
+        print(f"plugattn export: error: --weights: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, RuntimeError) as e:  # json.JSONDecodeError is a ValueError
         print(f"plugattn export: error: {e}", file=sys.stderr)
         return 2
     try:

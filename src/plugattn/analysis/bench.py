@@ -13,6 +13,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -93,7 +94,8 @@ def time_interleaved(
 
 def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
     """Median over rounds of ``time[num] / time[den]`` from :func:`time_interleaved` (the two were timed in the
-    same round, so a drift of the machine between rounds cancels)."""
+    same round, so a drift of the machine between rounds cancels).
+    """
     return statistics.median(a / b for a, b in zip(timings[num]["times"], timings[den]["times"]))
 
 
@@ -155,6 +157,10 @@ def bench(
     return rows
 
 
+def _noisy(t: dict | None) -> bool:
+    return t is not None and t["median"] > 0 and (t["p75"] - t["p25"]) / t["median"] > 0.25
+
+
 def _fmt_ms(t: dict | None) -> str:
     return "—" if t is None else f"{t['median']:.3f} ({t['p25']:.3f}–{t['p75']:.3f})"
 
@@ -210,15 +216,21 @@ def plot(rows: list[dict], path: str | Path) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``plugattn bench``."""
     parser.add_argument("names", nargs="*", help="modules to measure (default: all registered)")
-    parser.add_argument("--shape", type=int, nargs=4, default=[8, 64, 56, 56], metavar=("N", "C", "H", "W"))
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--shape", type=int, nargs=4, default=[8, 64, 56, 56], metavar=("N", "C", "H", "W"),
+                        help="input shape")
+    parser.add_argument("--dtype", default="float32", help="float32, float64, bfloat16 or float16")
     parser.add_argument("--channels-last", action="store_true", help="channels_last input and module")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     parser.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-backward", action="store_true", help="skip forward+backward timing")
+    parser.add_argument("--network", metavar="NET", help="instead: overhead of each module inserted in every block "
+                        "of this torchvision network (e.g. resnet50) in a training step, next to timm's and a floor gate")
+    parser.add_argument("--batch", type=int, default=4, help="--network: batch size")
+    parser.add_argument("--size", type=int, default=160, help="--network: input height and width")
+    parser.add_argument("--rounds", type=int, default=5, help="--network: timing rounds (minimum taken)")
     parser.add_argument("--json", type=Path, help="write the rows as JSON here")
     parser.add_argument("--md", type=Path, help="write a markdown table here")
     parser.add_argument("--plot", type=Path, help="write a PNG chart here")
@@ -228,14 +240,37 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print the table."""
     for name in args.names:
         registry.info(name)  # unknown names fail before any measurement
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available in this PyTorch build or machine")
+    torch_dtype = getattr(torch, args.dtype, None)
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise ValueError(f"--dtype must name a floating torch dtype (float32, float64, bfloat16, float16), "
+                         f"got {args.dtype!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["PLUGATTN_BENCH_THREADS"] = str(args.threads)  # the memory subprocesses too
+    if args.network:
+        from .network import network_overhead, overhead_table
+
+        rows = network_overhead(args.names or None, network=args.network, batch=args.batch, size=args.size,
+                                rounds=args.rounds, verbose=True)
+        table = overhead_table(rows)
+        print(table)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        if args.md:
+            args.md.write_text(table + "\n")
+        return 0
     rows = bench(args.names or None, tuple(args.shape), dtype=args.dtype,
                  memory_format="channels_last" if args.channels_last else "contiguous", device=args.device,
                  repeats=args.repeats, warmup=args.warmup, memory=not args.no_memory, backward=not args.no_backward)
     table = to_markdown(rows, with_caption=True)
     print(table)
+    noisy = [r["name"] for r in rows if _noisy(r["forward_ms"]) or _noisy(r.get("backward_ms"))]
+    if noisy:
+        print(f"warning: timings of {', '.join(noisy)} spread by more than 25% between runs (interquartile range "
+              f"over median): the machine looks loaded; rerun with more --repeats on a quiet machine",
+              file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.md:

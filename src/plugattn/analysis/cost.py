@@ -35,20 +35,28 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def module_table(channels: int = 64, size: tuple[int, int] = (56, 56), batch: int = 1) -> list[dict]:
-    """One row per registered module: name, paper, year, kind, params, FLOPs at (batch, channels, *size)."""
+    """One row per registered module: name, paper, year, kind, params, FLOPs at (batch, channels, *size).
+
+    A module that cannot be built at ``channels`` has ``None`` params and FLOPs and the reason in ``error``.
+    """
     rows = []
     x = torch.randn(batch, channels, *size)
     for name in registry.list_modules():
         meta = registry.info(name)
-        module = registry.create(name, channels).eval()
-        rows.append({
-            "name": name, "class": meta.cls.__name__, "paper": meta.paper, "year": meta.year, "kind": meta.kind,
-            "params": count_params(module), "flops": count_flops(module, x),
-        })
+        row: dict = {"name": name, "class": meta.cls.__name__, "paper": meta.paper, "year": meta.year,
+                     "kind": meta.kind, "params": None, "flops": None}
+        try:
+            module = registry.create(name, channels).eval()
+            row.update(params=count_params(module), flops=count_flops(module, x))
+        except (ValueError, TypeError) as e:  # a module that cannot take this width: n/a in its cells
+            row["error"] = str(e)
+        rows.append(row)
     return rows
 
 
-def _human(n: float) -> str:
+def _human(n: float | None) -> str:
+    if n is None:
+        return "n/a"
     for unit in ("", "K", "M", "G", "T"):
         if abs(n) < 1000:
             return f"{n:.4g}{unit}"
@@ -58,15 +66,15 @@ def _human(n: float) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``plugattn list``."""
-    parser.add_argument("--channels", "-c", type=int, default=64, help="input channels C (default 64)")
-    parser.add_argument("--size", "-s", type=int, nargs="+", default=[56], help="H [W] of the input (default 56)")
+    parser.add_argument("--channels", "-c", type=int, default=64, help="input channels C")
+    parser.add_argument("--size", "-s", type=int, nargs="+", default=[56], help="H [W] of the input")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table with the official sources")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the module table."""
     if args.channels < 1:
-        raise SystemExit("plugattn list: --channels must be >= 1")
+        raise ValueError(f"--channels must be >= 1, got {args.channels}")
     size = (args.size[0], args.size[-1])
     rows = module_table(args.channels, size)
     if args.markdown:
@@ -85,4 +93,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['name']:<16}{r['class']:<26}{r['year']:>5}  {r['kind']:<16}{_human(r['params']):>9}"
               f"{_human(r['flops']):>10}  {r['paper']}")
+    for r in rows:
+        if "error" in r:
+            print(f"n/a {r['name']}: {r['error']}")
     return 0

@@ -64,7 +64,10 @@ def resolve_modules(names: list[str] | tuple[str, ...], baseline: bool = True) -
         elif n in ("baseline", "none"):
             continue
         else:
-            registry.info(n)  # unknown name: ValueError listing the valid ones
+            meta = registry.info(n)  # unknown name: ValueError listing the valid ones
+            if not meta.preserves_shape or meta.kind in ("head", "block"):
+                raise ValueError(f"module {n!r} is a {meta.kind} that changes its input's shape; compare inserts "
+                                 f"attention into the backbone's blocks, so it takes shape-preserving modules only")
             out.append(n)
     return (["baseline"] if baseline else []) + list(dict.fromkeys(out))
 
@@ -120,6 +123,10 @@ def _human(n: float) -> str:
     return f"{n:.3g}T"
 
 
+def _mean_std(r: dict) -> str:
+    return f"{r['acc_mean']:.2f}" if len(r["acc"]) < 2 else f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     base = next((r for r in rows if r["module"] == "baseline"), None)
     lines = ["| module | kind | params | Δparams | FLOPs | CPU latency (ms) | test acc (%) | Δ vs baseline (pp) | train time / run (s) |",
@@ -132,7 +139,7 @@ def markdown_table(rows: list[dict]) -> str:
             delta = (f"{r['delta']:+.2f}" if r["within_noise"] is None else f"{r['delta']:+.2f} ± {r['delta_se']:.2f}"
                      + (" (within noise)" if r["within_noise"] else ""))
         lines.append(f"| {r['module']} | {r['kind']} | {_human(r['params'])} | {dp} | {_human(r['flops'])} | "
-                     f"{r['latency_ms']:.2f} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {delta} | {r['train_time_s']:.0f} |")
+                     f"{r['latency_ms']:.2f} | {_mean_std(r)} | {delta} | {r['train_time_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -214,6 +221,8 @@ def compare(
     data = data or load_dataset()
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     names = resolve_modules(modules, baseline)
+    for m in names:  # every requested model builds before anything trains
+        build_model(None if m == "baseline" else m, data.describe(), recipe)
     out = Path(out)
     rank = dist_env()[0]
     config = {"recipe": asdict(recipe), "data": data.describe()}

@@ -16,6 +16,7 @@ and every recorded attention map is drawn (needs matplotlib):
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,12 @@ def _find_checkpoints(paths: list[str], seed: int) -> list[Path]:
         if p.is_file():
             found.append(p)
         elif (p / "runs").is_dir():  # a compare output folder: seed `seed` of every module
-            found += sorted(p.glob(f"runs/*/seed{seed}/final.pt"))
+            here = sorted(p.glob(f"runs/*/seed{seed}/final.pt"))
+            if not here:
+                seeds = sorted({int(q.parent.name[4:]) for q in p.glob("runs/*/seed*/final.pt")})
+                raise SystemExit(f"plugattn viz: no checkpoint of seed {seed} in {p}; seeds there: "
+                                 f"{', '.join(map(str, seeds)) or 'none'} (use --seed)")
+            found += here
         else:
             found += sorted(p.rglob("final.pt"))
     if not found:
@@ -362,6 +368,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {Path(args.out) / f['file']}")
         if figs:
             sections.append((meta, figs))
+    if not sections:
+        print(f"plugattn viz: no attention maps in {', '.join(map(str, ckpts))} (a baseline without attention?)",
+              file=sys.stderr)
+        return 1
     if args.gallery:
         g = Path(args.gallery)
         g.parent.mkdir(parents=True, exist_ok=True)
