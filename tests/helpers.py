@@ -9,6 +9,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import plugattn
+
 # Tolerances by dtype (atol, rtol) for comparing two formulations of the same math.
 TOL = {
     torch.float64: (1e-10, 1e-10),
@@ -87,3 +89,22 @@ class PeakLive(TorchDispatchMode):
                 self.peak = max(self.peak, self.live)
                 weakref.finalize(s, self._free, s.nbytes())
         return out
+
+
+# Per-module constructor kwargs and channel counts (default: no kwargs, channels 16 and 32).
+SETTINGS: dict[str, dict] = {
+    "danet_head": {"kwargs": {"out_channels": 5}},
+}
+
+
+def build(name: str, channels: int | None = None, seed: int = 0) -> nn.Module:
+    """Registered module ``name`` with random weights (``randomize_``), in eval mode."""
+    s = SETTINGS.get(name, {})
+    c = channels or s.get("channels", (16, 32))[0]
+    torch.manual_seed(seed)
+    return randomize_(plugattn.create(name, c, **s.get("kwargs", {})), seed).eval()
+
+
+def channel_counts(name: str) -> tuple[int, ...]:
+    """The channel counts the contract tests use for ``name``."""
+    return SETTINGS.get(name, {}).get("channels", (16, 32))

@@ -8,11 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
+from helpers import as_tuple, build, channel_counts, rand, randomize_
 from plugattn._layers import Gate
 from plugattn.analysis.capture import capture, query_indices
 from plugattn.integrate import insert
-from helpers import as_tuple, rand, randomize_
-from test_contract import build, channel_counts
 
 
 def no_hooks(model: nn.Module) -> bool:

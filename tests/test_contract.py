@@ -13,27 +13,12 @@ import torch
 import torch.nn as nn
 
 import plugattn
+from helpers import SETTINGS, as_tuple, build, channel_counts, rand
 from plugattn._layers import Gate
-from helpers import as_tuple, rand, randomize_
 
 NAMES = plugattn.list_modules()
 
-# Per-module constructor kwargs and channel counts (default: no kwargs, channels 16 and 32).
-SETTINGS: dict[str, dict] = {
-    "danet_head": {"kwargs": {"out_channels": 5}},
-}
 COMPILE_SUBSET = ["se", "cbam", "triplet", "danet_pam", "sea_attention"]
-
-
-def build(name: str, channels: int | None = None, seed: int = 0) -> nn.Module:
-    s = SETTINGS.get(name, {})
-    c = channels or s.get("channels", (16, 32))[0]
-    torch.manual_seed(seed)
-    return randomize_(plugattn.create(name, c, **s.get("kwargs", {})), seed).eval()
-
-
-def channel_counts(name: str) -> tuple[int, ...]:
-    return SETTINGS.get(name, {}).get("channels", (16, 32))
 
 
 def check_output_shape(name: str, m: nn.Module, x: torch.Tensor, y) -> None:

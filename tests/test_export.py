@@ -14,11 +14,10 @@ import pytest
 import torch
 
 import plugattn
+from helpers import as_tuple, build, channel_counts, rand
 from plugattn.cli import main
 from plugattn.export import export_onnx
 from plugattn.integrate import insert
-from helpers import as_tuple, rand
-from test_contract import build, channel_counts
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -148,3 +147,31 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "eca", "--channels", "24", "--out", str(out), "--kwargs", "[1]"]) == 2
     assert main(["export", "nope", "--channels", "24", "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_onnx_file_is_self_contained(tmp_path):
+    """One file: no ``.onnx.data`` beside it, and a copy of the file alone runs."""
+    import shutil
+
+    m = build("se", 64)
+    path = export_onnx(m, tmp_path / "a" / "se.onnx")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["se.onnx"]
+    alone = tmp_path / "b" / "se.onnx"
+    alone.parent.mkdir()
+    shutil.copy(path, alone)
+    x = rand(2, 64, 5, 7, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(ort_run(alone, x)[0]), m(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_cli_export_weights(tmp_path, wrapped):
+    m = build("eca", 24)
+    ckpt = tmp_path / "w.pt"
+    torch.save({"state_dict": m.state_dict(), "epoch": 1} if wrapped else m.state_dict(), ckpt)
+    out = tmp_path / "eca.onnx"
+    assert main(["export", "eca", "--channels", "24", "--out", str(out), "--weights", str(ckpt)]) == 0
+    x = rand(2, 24, 6, 5, seed=4)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(ort_run(out, x)[0]), m(x), atol=1e-5, rtol=1e-5)
+    assert main(["export", "eca", "--channels", "24", "--out", str(out), "--weights", str(tmp_path / "no.pt")]) == 2

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, axis_mean, check_input, check_positive, conv1x1, is_channels_last, like_layout
+from .._layers import Gate, LayerType, check_input, check_positive
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -38,11 +37,11 @@ class EfficientMultiScaleAttention(nn.Module):
         A = \mathrm{softmax}_{C'}(\mathrm{GAP}(x_1))^\top x_2 + \mathrm{softmax}_{C'}(\mathrm{GAP}(x_2))^\top x_1
         \in \mathbb{R}^{1\times H W},\qquad y_g = x_g \cdot \sigma(A)
 
-    Computed on x itself (no copy of x into a (B·G, C', H, W) batch): the shared 3×3 conv is one grouped conv
-    with its weight tiled G times, the GroupNorm one group per channel; only the pooled descriptors are folded.
-    The 1×1 conv (C' → C', bias) runs on the concatenated H- and W-pooled descriptors (official layout);
+    As in the official code the groups are folded into the batch, (B·G, C', H, W), so the convs and GN are
+    shared by all groups. The 1×1 conv (C' → C', bias) runs on the concatenated H- and W-pooled descriptors;
     GN is ``GroupNorm(C', C')`` (one group per channel, affine); the 3×3 conv is C' → C' with bias and
-    padding 1. Both softmaxes run over the C' channels of a group; the convs and GN are shared by all groups.
+    padding 1. Both softmaxes run over the C' channels of a group. As in the official code, ``nn.GroupNorm``
+    raises ``ValueError`` when it sees a single value per channel (B·G·H·W = 1: batch 1, 1×1 input and G = 1).
 
     **Groups.** The official ``factor`` G = 32 needs C ≥ 32. With ``groups=None`` (default) G is the official
     32 capped at C // 2, so that every group keeps at least two channels and its channel softmax is not
@@ -99,36 +98,26 @@ class EfficientMultiScaleAttention(nn.Module):
         b, c, h, w = x.shape
         g = self.groups
         cg = c // g
-        # Every step works on x (N, C, H, W) itself; groups are folded into the batch only for small tensors.
-        # 1×1 branch: the H- and W-pooled descriptors of each group, one 1×1 conv (C' → C') on both
-        z = torch.cat((axis_mean(x, 3), axis_mean(x, 2)), dim=2).reshape(b * g, cg, h + w)  # (B·G, C', H + W)
-        a_h, a_w = conv1x1(self.conv1x1, z).split((h, w), dim=2)  # (B·G, C', H), (B·G, C', W)
-        a_h = self.coord_gate(a_h.reshape(b * g, cg, h, 1))
-        a_w = self.coord_gate(a_w.reshape(b * g, cg, 1, w))
-        x1 = x * like_layout(a_h.view(b, c, h, 1), x) * like_layout(a_w.view(b, c, 1, w), x)  # official order
-        # GroupNorm(C', C') on each group = one group per channel on (N, C, H, W), parameters tiled G times
-        x1 = _per_channel_norm(x1, self.norm.weight.repeat(g), self.norm.bias.repeat(g), self.norm.eps)
-        # 3×3 branch: the shared C' → C' conv as one grouped conv on x (6× faster than on the (B·G, C', H, W)
-        # batch at C' = 2 on CPU, and no copy of x)
-        x2 = F.conv2d(x, self.conv3x3.weight.repeat(g, 1, 1, 1), self.conv3x3.bias.repeat(g), padding=1, groups=g)
-        s1 = self.channel_gate(x1.mean((2, 3)).reshape(b * g, 1, cg))  # (B·G, 1, C')
-        s2 = self.channel_gate(x2.mean((2, 3)).reshape(b * g, 1, cg))  # (B·G, 1, C')
-        attn = torch.bmm(s1, x2.reshape(b * g, cg, h * w)) + torch.bmm(s2, x1.reshape(b * g, cg, h * w))
-        wgt = self.gate(attn.reshape(b, g, 1, h, w))  # (B, G, 1, H, W)
-        return (x.view(b, g, cg, h, w) * wgt).reshape(b, c, h, w)  # x first: keeps x's memory format
+        group_x = x.reshape(b * g, cg, h, w)  # groups folded into the batch: (B·G, C', H, W)
+        # 1×1 branch: pool_h (avg over W) and pool_w (avg over H), one shared 1×1 conv on both, split back
+        x_h = group_x.mean(3, keepdim=True)  # (B·G, C', H, 1)
+        x_w = group_x.mean(2, keepdim=True).permute(0, 1, 3, 2)  # (B·G, C', W, 1)
+        hw = self.conv1x1(torch.cat([x_h, x_w], dim=2))  # (B·G, C', H + W, 1)
+        x_h, x_w = hw[:, :, :h], hw[:, :, h:]
+        x1 = self.norm(group_x * self.coord_gate(x_h) * self.coord_gate(x_w.permute(0, 1, 3, 2)))  # (B·G, C', H, W)
+        # 3×3 branch
+        x2 = self.conv3x3(group_x)  # (B·G, C', H, W)
+        # cross-spatial learning: each branch's channel softmax (over C') weights the other branch's positions
+        x11 = self.channel_gate(x1.mean((2, 3)).reshape(b * g, 1, cg))  # (B·G, 1, C')
+        x12 = x2.reshape(b * g, cg, h * w)  # (B·G, C', H·W)
+        x21 = self.channel_gate(x2.mean((2, 3)).reshape(b * g, 1, cg))  # (B·G, 1, C')
+        x22 = x1.reshape(b * g, cg, h * w)  # (B·G, C', H·W)
+        weights = torch.matmul(x11, x12) + torch.matmul(x21, x22)  # (B·G, 1, H·W)
+        # y_g = x_g·σ(A) on x viewed as (B, G, C', H, W), so that y keeps x's memory format
+        return (x.view(b, g, cg, h, w) * self.gate(weights.view(b, g, 1, h, w))).reshape(b, c, h, w)
 
-
-def _per_channel_norm(y: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """``F.group_norm(y, C, weight, bias, eps)``: each (sample, channel) standardised over H·W, then affine.
-
-    PyTorch's CPU group norm is 15× slower on channels_last input; there the statistics are two exact passes
-    (the mean, then the mean square of the centred values) and the affine map a scale and a shift.
-    """
-    if not is_channels_last(y):  # the aten op: F.group_norm's batch-size check rejects N = 1 at 1×1 in training
-        return torch.group_norm(y, y.shape[1], weight, bias, eps, False)
-    d = y - y.mean((2, 3), keepdim=True)
-    rstd = ((d * d).mean((2, 3), keepdim=True) + eps).rsqrt()
-    return (d * (rstd * weight[:, None, None])).add_(bias[:, None, None])
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, groups={self.groups}"
 
 
 @official("ema")

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, is_channels_last
+from .._layers import Gate, LayerType, check_input, check_positive
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -94,48 +94,27 @@ class SpatialGroupEnhance(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        if is_channels_last(x):
-            return self._forward_channels_last(x)
         b, c, h, w = x.shape
-        g = self.groups
-        xg = x.view(b, g, c // g, h, w)  # (B, G, C/G, H, W): a view, no copy
-        if c == g:  # one channel per group: the dot product is a product (no sum over a length-1 axis)
-            t = x * x.mean((2, 3), keepdim=True)  # (B, G, H, W)
-        else:
-            t = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # (B, G, H, W): ⟨GAP(x), x_i⟩
-        return (xg * self._weights(t).unsqueeze(2)).reshape(b, c, h, w)
+        xg = x.view(b, self.groups, c // self.groups, h, w)  # (N, G, C/G, H, W): a view of x
+        t = (xg * xg.mean((3, 4), keepdim=True)).sum(2)  # c_i = ⟨GAP(x_g), x_i⟩: (N, G, H, W)
+        # ĉ: standardised over the H·W positions, s_c = ‖c − μ_c‖ / √(H·W − 1) (torch.std; divisor 1 at H·W = 1)
+        t = t - t.mean((2, 3), keepdim=True)
+        std = torch.linalg.vector_norm(t, dim=(2, 3), keepdim=True) / torch.sym_max(h * w - 1, 1) ** 0.5 + self.eps
+        t = t / std
+        a = self.gate(t * self.weight + self.bias)  # σ(γ_g ĉ_i + β_g): (N, G, H, W)
+        return (xg * a.unsqueeze(2)).reshape(b, c, h, w)  # x first: y keeps x's memory format
 
-    def _forward_channels_last(self, x: Tensor) -> Tensor:
-        """The same on (N, H, W, G, C/G) memory: the dot product over each group's C/G adjacent channels as
-        C/G strided multiply-adds (a product tensor and a sum over a short innermost axis: 1.7× slower at C/G = 4)."""
-        b, c, h, w = x.shape
-        g, k = self.groups, c // self.groups
-        xl = x.permute(0, 2, 3, 1).reshape(b, h, w, g, k)  # a view
-        m = x.mean((2, 3)).view(b, 1, 1, g, k)
-        t = xl[..., 0] * m[..., 0]
-        for i in range(1, k):
-            t = torch.addcmul(t, xl[..., i], m[..., i])  # (B, H, W, G)
-        wgt = self._weights(t.permute(0, 3, 1, 2))  # (B, G, H, W), channels_last memory
-        return (xl * wgt.permute(0, 2, 3, 1).unsqueeze(4)).view(b, h, w, c).permute(0, 3, 1, 2)
-
-    def _weights(self, t: Tensor) -> Tensor:
-        """(B, G, H, W) similarities → gated weights: per-group standardisation over H·W, affine, gate."""
-        h, w = t.shape[2], t.shape[3]
-        dtype = t.dtype
-        if dtype in (torch.float16, torch.bfloat16):  # statistics in float32, as torch.std (t² underflows in fp16)
-            t = t.float()
-        d = t - t.mean((2, 3), keepdim=True)
-        n = max(h * w - 1, 1)  # unbiased (official torch.std); 1 at H·W = 1, see the docstring
-        std = ((d * d).sum((2, 3), keepdim=True) / n).sqrt() + self.eps  # (B, G, 1, 1)
-        # (d / std)·γ + β with the per-(sample, group) scale γ / std folded first: two passes over d instead of
-        # three (d is full-size at C/G = 1). addcmul(β, d, ·), with the broadcast β first, is slower here.
-        return self.gate((d * (self.weight / std)).add_(self.bias).to(dtype))  # (B, G, H, W)
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, groups={self.groups}, eps={self.eps}"
 
 
 @official("sge")
 def _sge(groups: int = 64, channels: int | None = None):
-    """implus/PytorchInsight ``SpatialGroupEnhance(groups=64)``. The official class takes no channel count;
-    pass ``channels`` (any multiple of ``groups``) for the plugattn module."""
+    """Build from implus/PytorchInsight ``SpatialGroupEnhance(groups=64)``.
+
+    The official class takes no channel count; pass ``channels`` (any multiple of ``groups``) for the plugattn
+    module.
+    """
     if channels is None:
         raise TypeError("from_official('sge'): pass channels=... (the official class works for any multiple of "
                         "groups; a plugattn module is built for one channel count)")

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, is_channels_last, is_eager, like_layout
+from .._layers import Gate, LayerType, check_input, check_positive
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -38,10 +38,10 @@ class ShuffleAttention(nn.Module):
     channels shuffled with 2 groups (``channel_shuffle(out, 2)``: output channel 2i is channel i, 2i+1 is
     channel C/2 + i). The parameters are shared by all groups.
 
-    Neither the groups nor the halves are copied out of x: the gates see their inputs as (N, G, C', 1, 1) and
-    (N, G, C', H, W) (what :func:`plugattn.capture` records), and with even G the gated halves are written straight
-    into their shuffled output channels. channels_last input is converted to contiguous and back (its halves and
-    the shuffle are gathers along the innermost axis).
+    As in the official code the groups are folded into the batch, so the gates see (N·G, C', 1, 1) and
+    (N·G, C', H, W) inputs (what :func:`plugattn.capture` records), and ``nn.GroupNorm`` raises ``ValueError``
+    when it sees a single value per channel (N·G·H·W = 1: batch 1, 1×1 input and G = 1). The output has x's
+    memory format.
 
     **Groups.** The official G = 64 needs C ≥ 128. With ``groups=None`` (default) G is the official 64 capped
     at C // 2 (each half keeps at least one channel): G = max(1, min(64, C // 2)), e.g. C = 16 → 8,
@@ -103,40 +103,23 @@ class ShuffleAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         b, c, h, w = x.shape
-        g, half = self.groups, c // (2 * self.groups)
-        # Channel u = j·(C/2) + i goes to output channel 2i + j (the shuffle). With G even, u's group is
-        # j·G/2 + g' for i = g'·2C' + part·C' + k, so x viewed as (N, 2, G/2, 2, C', H, W) holds the groups in
-        # order and the output viewed as (N, G/2, 2, C', 2, H, W) holds the same elements in shuffled order: the
-        # halves are written straight into their shuffled places. Odd G: (N, 1, G, 2, C', H, W), shuffled after.
-        jn, gn = (2, g // 2) if g % 2 == 0 else (1, g)
-        like = x
-        if is_channels_last(x):  # the channel halves and the shuffle are strided gathers on channels_last memory
-            x = x.contiguous()
-        xv = x.reshape(b, jn, gn, 2, half, h, w)  # a view (x is contiguous or was made so)
-        x1, x2 = xv[:, :, :, 0], xv[:, :, :, 1]  # (N, jn, gn, C', H, W): channel half, spatial half
-        cw, cb, sw, sb = (p.view(half, 1, 1) for p in (self.channel_weight, self.channel_bias, self.spatial_weight,
-                                                       self.spatial_bias))
-        s1 = cw * x1.mean((4, 5), keepdim=True) + cb  # (N, jn, gn, C', 1, 1)
-        g1 = self.channel_gate(s1.reshape(b, g, half, 1, 1)).view_as(s1)  # gates seen as (N, G, C', ·, ·)
-        # GroupNorm(C', C') is a per-channel standardisation: σ_w·GN(x₂) + b_w = (x₂ − mean)·scale + shift,
-        # with the biased variance from the centred values (two passes, as exact as GroupNorm; torch.var_mean on
-        # this strided half took 1.9 ms at (8, 256, 28, 28), the mean 30 µs)
-        d = x2 - x2.mean((4, 5), keepdim=True)  # (N, jn, gn, C', H, W)
-        var = torch.linalg.vector_norm(d, dim=(4, 5), keepdim=True).square() * (1.0 / (h * w))
-        scale = (var + self.norm.eps).rsqrt() * self.norm.weight.view(half, 1, 1) * sw
-        shift = sb + sw * self.norm.bias.view(half, 1, 1)
-        s2 = (d * scale).add_(shift)  # (addcmul(shift, d, scale), the broadcast shift first, is slower)
-        g2 = self.spatial_gate(s2.reshape(b, g, half, h, w)).view(s2.shape)
-        if jn == 2 and is_eager() and not (torch.is_grad_enabled() and (x.requires_grad or g1.requires_grad
-                                                                        or g2.requires_grad)):
-            out = torch.empty(b, c, h, w, dtype=x.dtype, device=x.device)
-            ov = out.view(b, g // 2, 2, half, 2, h, w).permute(0, 4, 1, 2, 3, 5, 6)  # (N, 2, G/2, 2, C', H, W)
-            torch.mul(x1, g1, out=ov[:, :, :, 0])
-            torch.mul(x2, g2, out=ov[:, :, :, 1])
-            return like_layout(out, like)
-        y = torch.stack((x1 * g1, x2 * g2), dim=3).reshape(b, c, h, w)  # channels in group order
-        out = y.reshape(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)  # channel shuffle, 2 groups
-        return like_layout(out, like)
+        half = c // (2 * self.groups)
+        group_x = x.reshape(b * self.groups, 2 * half, h, w)  # groups folded into the batch: (B·G, 2C', H, W)
+        x_0, x_1 = group_x[:, :half], group_x[:, half:]  # channel half, spatial half: (B·G, C', H, W) each
+        # channel attention: x₁' = x₁·σ(W₁·GAP(x₁) + b₁), with x₁ the official x_0
+        xn = self.channel_weight * x_0.mean((2, 3), keepdim=True) + self.channel_bias  # (B·G, C', 1, 1)
+        xn = x_0 * self.channel_gate(xn)
+        # spatial attention: x₂' = x₂·σ(W₂·GN(x₂) + b₂), with x₂ the official x_1
+        xs = self.spatial_weight * self.norm(x_1) + self.spatial_bias  # (B·G, C', H, W)
+        xs = x_1 * self.spatial_gate(xs)
+        out = torch.cat([xn, xs], dim=1).reshape(b, c, h, w)  # groups unfolded: (N, C, H, W)
+        # channel_shuffle(out, 2): output channel 2i + j is channel j·C/2 + i. The shuffle is a copy; it is
+        # written into a tensor laid out like x, so that y keeps x's memory format
+        shuffled = out.view(b, 2, c // 2, h, w).transpose(1, 2)  # (N, C/2, 2, H, W)
+        return torch.empty_like(x).view(b, c // 2, 2, h, w).copy_(shuffled).view(b, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, groups={self.groups}"
 
 
 @official("shuffle")

@@ -20,15 +20,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .._kernels import PointwiseConv2d
 from .._layers import (
     ConvNormAct,
     Gate,
     LayerType,
     check_input,
     check_positive,
-    descriptor_mlp,
     get_layer,
     make_divisible,
+    reduced_width,
 )
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
@@ -122,7 +123,8 @@ class SelectiveKernel(nn.Module):
                        groups=groups, min_channels=min_channels)
         kernels = [kernel_size, kernel_size] if isinstance(kernel_size, int) else list(kernel_size)
         min_k = 3 if keep_3x3 else 1
-        if not kernels or any(isinstance(k, bool) or not isinstance(k, int) or k < min_k or k % 2 == 0 for k in kernels):
+        if not kernels or any(isinstance(k, bool) or not isinstance(k, int) or k < min_k or k % 2 == 0
+                              for k in kernels):
             raise ValueError(f"{name}: kernel_size must be an odd int >= {min_k} or a non-empty sequence of them "
                              f"(keep_3x3={keep_3x3}), got {kernel_size!r}")
         num_paths = len(kernels)
@@ -139,11 +141,8 @@ class SelectiveKernel(nn.Module):
         if path_in % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} (capped at out_channels) must divide the input channels of "
                              f"a branch ({path_in}) and out_channels ({out_channels})")
-        if rd_channels is None:
-            if isinstance(rd_ratio, bool) or not isinstance(rd_ratio, (int, float)) or rd_ratio <= 0:
-                raise ValueError(f"{name}: rd_ratio must be a positive number, got {rd_ratio!r}")
-            rd_channels = max(min_channels, make_divisible(out_channels * rd_ratio, rd_divisor))
-        check_positive(name, rd_channels=rd_channels)
+        rd_channels = reduced_width(name, out_channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels,
+                                    round_limit=0.9)
 
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
@@ -155,33 +154,36 @@ class SelectiveKernel(nn.Module):
                         norm_layer=norm_layer, act_layer=act_layer, **dd)
             for k, d in zip(kernels, dilations)
         )
-        self.fc_reduce = nn.Conv2d(out_channels, rd_channels, 1, bias=attn_bias, **dd)
+        self.fc_reduce = PointwiseConv2d(out_channels, rd_channels, bias=attn_bias, **dd)
         self.norm = get_layer(attn_norm_layer, rd_channels, arg_name="attn_norm_layer", **dd)
         self.act = get_layer(attn_act_layer, arg_name="attn_act_layer")
-        self.fc_select = nn.Conv2d(rd_channels, num_paths * out_channels, 1, bias=attn_bias, **dd)
+        self.fc_select = PointwiseConv2d(rd_channels, num_paths * out_channels, bias=attn_bias, **dd)
         self.gate = Gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        if self.split_input:
-            xs = x.chunk(self.num_paths, dim=1)  # M × (N, C/M, H, W)
-            u = [path(xi) for path, xi in zip(self.paths, xs)]
+        if self.split_input:  # branch m sees input channels [m·C/M, (m + 1)·C/M)
+            xs = x.chunk(self.num_paths, dim=1)
+            u = [path(xs[m]) for m, path in enumerate(self.paths)]  # M × (N, C_out, H', W')
         else:
             u = [path(x) for path in self.paths]  # M × (N, C_out, H', W')
-        n, c, h, w = u[0].shape
-        # s = GAP(Σ_m U_m), as Σ_m of per-branch sums: no full-size sum is materialised, and the backward of a
-        # sum is a broadcast (that of a mean materialises a division)
-        s = u[0].sum((2, 3), keepdim=True)
-        for um in u[1:]:
-            s = s + um.sum((2, 3), keepdim=True)
-        s = s * (1.0 / (h * w))  # (N, C_out, 1, 1)
-        # (N, M·C_out), row m·C_out + c: the 1×1 convs as matrix products on the descriptor (see conv1x1)
-        logits = descriptor_mlp(s.view(n, c), self.fc_reduce, self.norm, self.act, self.fc_select)
-        a = self.gate(logits.view(n, self.num_paths, c, 1, 1))  # (N, M, C_out, 1, 1), softmax over branches
-        out = u[0] * a[:, 0]
+        n, c = u[0].shape[:2]
+        s = sum(u[1:], start=u[0]).mean((2, 3), keepdim=True)  # s = GAP(U), U = Σ_m U_m: (N, C_out, 1, 1)
+        z = self.act(self.norm(self.fc_reduce(s)))  # (N, d, 1, 1)
+        logits = self.fc_select(z).view(n, self.num_paths, c, 1, 1)  # (N, M, C_out, 1, 1), channel m·C_out + c
+        a = self.gate(logits)  # softmax over the M branches
+        v = u[0] * a[:, 0]  # V = Σ_m a_m·U_m, a_m (N, C_out, 1, 1)
         for m in range(1, self.num_paths):
-            out = torch.addcmul(out, u[m], a[:, m])
-        return out
+            v = v + u[m] * a[:, m]
+        return v
+
+    def extra_repr(self) -> str:
+        kernels = tuple(p.conv.kernel_size[0] for p in self.paths)
+        dilations = tuple(p.conv.dilation[0] for p in self.paths)
+        conv = self.paths[0].conv
+        return (f"channels={self.channels}, out_channels={self.out_channels}, kernel_size={kernels}, "
+                f"dilation={dilations}, stride={conv.stride[0]}, groups={conv.groups}, "
+                f"rd_channels={self.fc_reduce.out_channels}, split_input={self.split_input}")
 
 
 def _branch_kernels(num_paths: int, owner: str) -> tuple[int, ...]:
@@ -227,10 +229,11 @@ def _sk_ppplang(features: int, WH: int | None, M: int, G: int, r: int, stride: i
 
 @official("sk_caffe")
 def _sk_dexter(in_channels: int, out_channels: int, stride: int = 1, M: int = 2, r: int = 16, L: int = 32):
-    """ResearchingDexter/SKNet_pytorch ``SKConv(in_channels, out_channels, stride=1, M=2, r=16, L=32)``: the Caffe layout.
+    """Build from ResearchingDexter/SKNet_pytorch ``SKConv(in_channels, out_channels, stride=1, M=2, r=16, L=32)``.
 
-    3×3 branch i with dilation 1 + i and 32 groups (hard-coded there; capped at out_channels here, where the
-    original fails), d = max(in_channels // r, L), fc1 = conv + BN + ReLU, fc2 one conv to M·out_channels.
+    The Caffe layout: 3×3 branch i with dilation 1 + i and 32 groups (hard-coded there; capped at out_channels
+    here, where the original fails), d = max(in_channels // r, L), fc1 = conv + BN + ReLU, fc2 one conv to
+    M·out_channels.
     """
     owner = "from_official('sk_caffe')"
     check_positive(owner, in_channels=in_channels, out_channels=out_channels, r=r, L=L)
@@ -248,7 +251,9 @@ def _sk_dexter(in_channels: int, out_channels: int, stride: int = 1, M: int = 2,
 
 @official("sk_timm")
 def _sk_timm(in_channels: int, **kwargs):
-    """timm ``layers.SelectiveKernel`` (``out_channels``, ``kernel_size=[3, 5]``, ``groups=1``, ``rd_divisor=8``,
+    """Build from timm ``layers.SelectiveKernel``.
+
+    Arguments as there (``out_channels``, ``kernel_size=[3, 5]``, ``groups=1``, ``rd_divisor=8``,
     ``split_input=True``, ...). Its attention always uses ReLU and BatchNorm2d, whatever ``act_layer`` and
     ``norm_layer`` say. ``aa_layer``, ``drop_layer`` and stride > 2 (where timm pads differently) are not supported.
     """
