@@ -97,8 +97,10 @@ def test_ema_float32_matches_float64():
 def test_ema_groups_cap_and_errors():
     assert [plugattn.create("ema", c).groups for c in (1, 2, 16, 32, 64, 256)] == [1, 1, 8, 16, 32, 32]
     assert plugattn.create("ema", 64, groups=8).groups == 8
-    with pytest.raises(ValueError, match="EfficientMultiScaleAttention.*divisible"):
-        plugattn.create("ema", 80)  # min(32, 40) = 32 does not divide 80
+    # any width: the largest divisor of C not above min(32, C // 2)
+    assert [plugattn.create("ema", c).groups for c in (80, 112, 440)] == [20, 28, 22]
+    with pytest.raises(ValueError, match="EfficientMultiScaleAttention.*divisible.*groups=20 would work"):
+        plugattn.create("ema", 80, groups=32)
     with pytest.raises(ValueError, match="groups"):
         plugattn.create("ema", 64, groups=0)
 

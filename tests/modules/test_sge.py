@@ -109,7 +109,9 @@ def test_sge_float16_statistics_do_not_overflow():
 
 def test_sge_groups_cap_and_errors():
     assert [plugattn.create("sge", c).groups for c in (1, 16, 64, 256)] == [1, 16, 64, 64]
-    with pytest.raises(ValueError, match="SpatialGroupEnhance.*divisible"):
+    # any width: the largest divisor not above the paper's 64
+    assert [plugattn.create("sge", c).groups for c in (96, 112, 160, 440)] == [48, 56, 40, 55]
+    with pytest.raises(ValueError, match="SpatialGroupEnhance.*divisible.*groups=48 would work"):
         plugattn.create("sge", 96, groups=64)
     with pytest.raises(ValueError, match="groups"):
         plugattn.create("sge", 64, groups=0)

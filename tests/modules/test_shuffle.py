@@ -104,9 +104,11 @@ def test_shuffle_init_is_official():
 
 def test_shuffle_groups_cap_and_errors():
     assert [plugattn.create("shuffle", c).groups for c in (2, 16, 32, 256, 512)] == [1, 8, 16, 64, 64]
-    with pytest.raises(ValueError, match="ShuffleAttention.*divisible"):
+    # any even width: the largest g <= 64 dividing C / 2
+    assert [plugattn.create("shuffle", c).groups for c in (160, 192, 440)] == [40, 48, 55]
+    with pytest.raises(ValueError, match="ShuffleAttention.*even"):
         plugattn.create("shuffle", 3)
-    with pytest.raises(ValueError, match="ShuffleAttention.*divisible"):
+    with pytest.raises(ValueError, match="ShuffleAttention.*divisible.*groups=32 would work"):
         plugattn.create("shuffle", 64, groups=64)
     with pytest.raises(ValueError, match="groups"):
         plugattn.create("shuffle", 64, groups=0)

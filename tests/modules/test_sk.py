@@ -302,8 +302,7 @@ def test_sk_float64_and_batch1_against_timm():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"channels": 48}, "groups"),  # 32 groups do not divide 48
-        ({"channels": 64, "out_channels": 48}, "groups"),
+        ({"channels": 64, "out_channels": 48, "groups": 32}, "groups=16 would work"),
         ({"channels": 33, "groups": 1, "split_input": True}, "split_input"),
         ({"channels": 32, "kernel_size": 4}, "kernel_size"),
         ({"channels": 32, "kernel_size": (3, 1)}, "kernel_size"),
@@ -406,3 +405,11 @@ def test_sk_extra_repr():
     text = SelectiveKernel(64, out_channels=128, stride=2).extra_repr()
     for part in ("channels=64", "out_channels=128", "stride=2", "groups=32", "rd_channels=32", "dilation=(1, 2)"):
         assert part in text, text
+
+
+@pytest.mark.parametrize("c, g", [(40, 20), (48, 24), (112, 28), (440, 22), (64, 32), (1024, 32)])
+def test_sk_default_groups_fit_any_width(c, g):
+    m = SelectiveKernel(c).eval()
+    convs = [conv for conv in m.modules() if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (3, 3)]
+    assert convs and all(conv.groups == g for conv in convs)
+    assert m(torch.randn(1, c, 5, 4)).shape == (1, c, 5, 4)

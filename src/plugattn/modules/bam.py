@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, is_eager, make_divisible
+from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -92,15 +92,17 @@ class BottleneckAttention(nn.Module):
             raise ValueError(f"{owner}: num_dilated must be a non-negative int, got {num_dilated!r}")
         if combine not in _COMBINE:
             raise ValueError(f"{owner}: combine must be one of {_COMBINE}, got {combine!r}")
-        if rd_channels is None:
-            rd_channels = max(1, make_divisible(channels * rd_ratio, None))
-        check_positive(owner, rd_channels=rd_channels)
+        rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels)
         dd = {"device": device, "dtype": dtype}
         cna = {"bias": True, "norm_layer": norm_layer, "act_layer": act_layer, **dd}
         self.channels = channels
+        self.rd_channels = rd_channels
+        self.num_layers = num_layers
+        self.num_dilated = num_dilated
+        self.dilation = dilation
         self.combine = combine
         widths = [channels] + [rd_channels] * num_layers
-        self.channel = nn.Sequential(
+        self.channel = nn.Sequential(  # on the pooled (N, C, 1, 1) descriptor: FC layers as 1×1 convs
             *(ConvNormAct(widths[i], widths[i + 1], 1, **cna) for i in range(num_layers)),
             nn.Conv2d(rd_channels, channels, 1, bias=True, **dd),
         )
@@ -113,9 +115,12 @@ class BottleneckAttention(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official ResNet init: spatial convs Kaiming-normal (fan_out), channel FCs PyTorch's default,
-        every bias 0, every norm weight 1 (``model_resnet.py``; its zero-init rule for "SpatialGate" keys
-        never matches the ``spatial_att`` attribute names, so the spatial BN weights are 1)."""
+        """The official ResNet init (``model_resnet.py``).
+
+        Spatial convs Kaiming-normal (fan_out), channel FCs PyTorch's default, every bias 0, every norm weight 1
+        (its zero-init rule for "SpatialGate" keys never matches the ``spatial_att`` attribute names, so the
+        spatial BN weights are 1).
+        """
         for m in self.channel.modules():
             if isinstance(m, nn.Conv2d):
                 m.reset_parameters()
@@ -129,16 +134,16 @@ class BottleneckAttention(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, rd_channels={self.rd_channels}, num_layers={self.num_layers}, "
+                f"num_dilated={self.num_dilated}, dilation={self.dilation}, combine={self.combine!r}")
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        mc = self.channel(x.mean((2, 3), keepdim=True))  # (N, C, 1, 1)
-        ms = self.spatial(x)  # (N, 1, H, W)
-        op = torch.mul if self.combine == "mul" else torch.add
-        if is_eager() and not (torch.is_grad_enabled() and (mc.requires_grad or ms.requires_grad)):
-            logits = op(mc, ms, out=torch.empty_like(x))  # (N, C, H, W), in x's memory format
-        else:
-            logits = op(mc, ms)
-        return torch.addcmul(x, x, self.gate(logits))  # x · (1 + σ(·)) in one pass
+        mc = self.channel(x.mean((2, 3), keepdim=True))  # M_c(x): (N, C, 1, 1)
+        ms = self.spatial(x)  # M_s(x): (N, 1, H, W)
+        att = mc * ms if self.combine == "mul" else mc + ms  # (N, C, H, W)
+        return x * (1 + self.gate(att))
 
 
 @official("bam")

@@ -6,12 +6,6 @@ https://arxiv.org/abs/2103.02907 — official code: https://github.com/houqb/Coo
 
 Default = the official ``CoordAtt(inp, inp, reduction=32)``: width mip = max(8, ⌊C/32⌋), biased 1×1 convs,
 BatchNorm on the concatenated (H+W) sequence, h-swish, sigmoid gates, out = x · a_w · a_h.
-
-Speed: the two poolings are matrix–vector products whose gradients are broadcast views added in place, and the
-final reweighting is one autograd node whose backward reduces with batched matrix products instead of
-materialising broadcast products. Forward allocates one full-size tensor (the output; timm's CoordAttn two),
-backward one (the official formulation under autograd: six). The nodes compute the same math as the plain
-formulation; the tests compare against it, gradients and double backward included.
 """
 
 from __future__ import annotations
@@ -20,73 +14,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import (
-    Gate,
-    LayerType,
-    axis_mean,
-    check_input,
-    check_positive,
-    conv1x1,
-    get_layer,
-    like_layout,
-    make_divisible,
-)
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
 
 __all__ = ["CoordAttention"]
-
-
-class _AxisMean(torch.autograd.Function):
-    """x.mean(dim) for dim 2 (over H) or 3 (over W) of an (N, C, H, W) tensor, at full speed.
-
-    Forward: :func:`~plugattn._layers.axis_mean` (fast on channels_last). The gradient is returned as a
-    broadcast view, which autograd adds in place into x's gradient: no full-size allocation.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:  # type: ignore[override]
-        ctx.shape, ctx.dim = tuple(x.shape), dim
-        return axis_mean(x, dim)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        size = ctx.shape[ctx.dim]
-        return (g * (1.0 / size)).unsqueeze(ctx.dim).expand(ctx.shape), None
-
-
-def _reweight(x: Tensor, a_h: Tensor, a_w: Tensor) -> Tensor:
-    """x · a_w · a_h, left to right as official, in place on our own intermediate: one full-size allocation."""
-    return (x * like_layout(a_w, x)).mul_(like_layout(a_h, x))
-
-
-class _CoordReweight(torch.autograd.Function):
-    """y = x · a_w · a_h with a_h (N, C, H, 1) and a_w (N, C, 1, W), evaluated left to right as official."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a_h: Tensor, a_w: Tensor) -> Tensor:  # type: ignore[override]
-        a_h, a_w = like_layout(a_h, x), like_layout(a_w, x)  # channels_last x: C innermost in the weights too
-        ctx.save_for_backward(x, a_h, a_w)
-        return (x * a_w).mul_(a_h)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        x, a_h, a_w = ctx.saved_tensors
-        need_x, need_h, need_w = ctx.needs_input_grad
-        g_x = g_h = g_w = gx = None
-        if need_h or need_w:
-            gx = g * x  # (N, C, H, W)
-            # Σ_w g·x·a_w and Σ_h g·x·a_h as batched matrix products: no broadcast product is materialised
-            g_h = torch.matmul(a_w, gx.transpose(2, 3)).transpose(2, 3)  # (N,C,1,W) @ (N,C,W,H) → (N,C,H,1)
-            g_w = torch.matmul(a_h.transpose(2, 3), gx)  # (N, C, 1, H) @ (N, C, H, W) → (N, C, 1, W)
-        if need_x:
-            if torch.is_grad_enabled():  # double backward: differentiable ops only
-                g_x = g * a_w * a_h
-            elif gx is not None:  # reuse the buffer of g·x, which is no longer needed
-                g_x = torch.mul(g, a_w, out=gx).mul_(a_h)
-            else:
-                g_x = (g * a_w).mul_(a_h)
-        return g_x, g_h, g_w
 
 
 @register(
@@ -143,13 +75,10 @@ class CoordAttention(nn.Module):
         super().__init__()
         name = type(self).__name__
         check_positive(name, channels=channels, min_channels=min_channels)
-        if rd_channels is None:
-            if not isinstance(rd_ratio, (int, float)) or isinstance(rd_ratio, bool) or rd_ratio <= 0:
-                raise ValueError(f"{name}: rd_ratio must be a positive number, got {rd_ratio!r}")
-            rd_channels = max(min_channels, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
-        check_positive(name, rd_channels=rd_channels)
+        rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
+        self.rd_channels = rd_channels
         self.conv1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
         self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
@@ -158,20 +87,19 @@ class CoordAttention(nn.Module):
         self.gate_h = Gate(gate_layer)  # two gates, so capture() records a_h and a_w apart
         self.gate_w = Gate(gate_layer)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, rd_channels={self.rd_channels}"
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         h, w = x.shape[2], x.shape[3]
-        # the autograd Functions only when a gradient is recorded: the same math, without their per-call cost
-        grad = torch.is_grad_enabled()
-        z_h = _AxisMean.apply(x, 3) if grad else axis_mean(x, 3)  # (N, C, H)
-        z_w = _AxisMean.apply(x, 2) if grad else axis_mean(x, 2)  # (N, C, W)
-        s = torch.cat((z_h, z_w), dim=2)  # (N, C, H + W): [z^h, z^w] as one sequence
-        # the 1×1 convs as matrix products on the (N, C, L) sequences (see conv1x1); norm and act see 4-D maps
-        f = self.act(self.norm(conv1x1(self.conv1, s).unsqueeze(3))).squeeze(3)  # (N, mip, H + W)
-        f_h, f_w = f.split((h, w), dim=2)  # (N, mip, H), (N, mip, W)
-        a_h = self.gate_h(conv1x1(self.conv_h, f_h).unsqueeze(3))  # (N, C, H, 1)
-        a_w = self.gate_w(conv1x1(self.conv_w, f_w).unsqueeze(3)).transpose(2, 3)  # (N, C, 1, W)
-        return _CoordReweight.apply(x, a_h, a_w) if grad else _reweight(x, a_h, a_w)
+        z_h = x.mean(3, keepdim=True)  # z^h: (N, C, H, 1), pooled along W
+        z_w = x.mean(2, keepdim=True).transpose(2, 3)  # z^w: (N, C, 1, W) → (N, C, W, 1)
+        f = self.act(self.norm(self.conv1(torch.cat((z_h, z_w), dim=2))))  # (N, mip, H + W, 1)
+        f_h, f_w = f.split((h, w), dim=2)  # (N, mip, H, 1), (N, mip, W, 1)
+        a_h = self.gate_h(self.conv_h(f_h))  # (N, C, H, 1)
+        a_w = self.gate_w(self.conv_w(f_w.transpose(2, 3)))  # (N, C, 1, W)
+        return x * a_w * a_h
 
 
 def _coord_module(key: str, inp: int, oup: int, width_divisor: int, arg: str) -> CoordAttention:

@@ -10,13 +10,13 @@ ECA paper): the same 1-D conv across channels with circular instead of zero padd
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_odd_kernel, check_positive, conv1d_taps, eca_kernel_size
+from .._kernels import ChannelConv1d
+from .._layers import Gate, LayerType, check_input, check_odd_kernel, check_positive, eca_kernel_size
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -66,14 +66,17 @@ class EfficientChannelAttention(nn.Module):
         check_odd_kernel(type(self).__name__, kernel_size)
         self.channels = channels
         self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False, device=device, dtype=dtype)
+        self.conv = ChannelConv1d(kernel_size, bias=False, device=device, dtype=dtype)  # zero padding (k − 1)/2
         self.gate = Gate(gate_layer)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        s = x.mean((2, 3))  # (N, C): channels as a 1-D sequence
-        z = conv1d_taps(s, self.conv.weight, padding=self.conv.padding[0])  # = self.conv, faster: see conv1d_taps
+        s = x.mean((2, 3)).unsqueeze(1)  # (N, 1, C): the channel descriptor as a 1-D sequence
+        z = self.conv(s)  # (N, 1, C)
         return x * self.gate(z.view(n, c, 1, 1))
 
 
@@ -140,24 +143,25 @@ class CircularECA(nn.Module):
         self.channels = channels
         self.kernel_size = kernel_size
         self.padding = kernel_size // 2
-        self.conv = nn.Conv1d(1, 1, kernel_size, padding=0, bias=bias, device=device, dtype=dtype)
+        self.conv = ChannelConv1d(kernel_size, padding=0, bias=bias, device=device, dtype=dtype)
         self.gate = Gate(gate_layer)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, padding={self.padding} (circular)"
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        s = x.mean((2, 3))  # (N, C)
-        p = self.padding
-        if p > 0:  # circular padding by concatenation (export-friendly; equal to F.pad(mode="circular"))
-            s = torch.cat([s[:, c - p:], s, s[:, :p]], dim=1)  # (N, C + 2p)
-        z = conv1d_taps(s, self.conv.weight, self.conv.bias)  # = self.conv, faster: see conv1d_taps
+        s = x.mean((2, 3)).unsqueeze(1)  # (N, 1, C)
+        s = F.pad(s, (self.padding, self.padding), mode="circular")  # (N, 1, C + 2p): channel C − 1 next to 0
+        z = self.conv(s)  # (N, 1, C)
         return x * self.gate(z.view(n, c, 1, 1))
 
 
 @official("ceca_timm")
 def _ceca_timm(channels: int | None = None, kernel_size: int = 3, gamma: float = 2, beta: float = 1,
                act_layer: LayerType = None, gate_layer: LayerType = "sigmoid"):
-    """timm ``CecaModule(channels=None, kernel_size=3, gamma=2, beta=1, act_layer=None, gate_layer='sigmoid')``.
+    """The timm ``CecaModule(channels=None, kernel_size=3, gamma=2, beta=1, act_layer=None, gate_layer='sigmoid')``.
 
     As in timm, given ``channels`` the kernel is adaptive and ``kernel_size`` is ignored; ``act_layer`` only
     turns the conv bias on (timm never applies it). ``channels`` is required here (timm's ``channels=None``

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive
+from .._layers import Gate, LayerType, check_input, check_positive, largest_divisor
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -43,15 +43,16 @@ class EfficientMultiScaleAttention(nn.Module):
     padding 1. Both softmaxes run over the C' channels of a group. As in the official code, ``nn.GroupNorm``
     raises ``ValueError`` when it sees a single value per channel (B·G·H·W = 1: batch 1, 1×1 input and G = 1).
 
-    **Groups.** The official ``factor`` G = 32 needs C ≥ 32. With ``groups=None`` (default) G is the official
-    32 capped at C // 2, so that every group keeps at least two channels and its channel softmax is not
-    trivially 1: G = max(1, min(32, C // 2)), e.g. C = 16 → 8, C = 32 → 16, C ≥ 64 → 32. An explicit
-    ``groups`` is used as given (the official ``factor``). C must be divisible by G (``ValueError``
-    otherwise; the official code fails there too).
+    **Groups.** The official ``factor`` G = 32 needs C divisible by 32. With ``groups=None`` (default) G is the
+    largest divisor of C not above min(32, C // 2), so that every group keeps at least two channels and its
+    channel softmax is not trivially 1, and any width works (C = 16 → 8, 80 → 20, 112 → 28, 440 → 22,
+    C divisible by 32 and ≥ 64 → 32). An explicit ``groups`` (the official ``factor``) must divide C
+    (``ValueError`` otherwise, naming a value that would; the official code fails there too).
 
     Args:
         channels: C, input channels.
-        groups: G (official ``factor``). Default: None, i.e. min(32, C // 2) (at least 1).
+        groups: G (official ``factor``). Default: None, i.e. the largest divisor of C not above
+            min(32, C // 2) (at least 1).
         gate_layer: σ of the final weights. Default: sigmoid.
 
     Shape:
@@ -78,10 +79,11 @@ class EfficientMultiScaleAttention(nn.Module):
         owner = type(self).__name__
         check_positive(owner, channels=channels)
         if groups is None:
-            groups = max(1, min(32, channels // 2))
+            groups = largest_divisor(channels, min(32, channels // 2))
         check_positive(owner, groups=groups)
         if channels % groups:
-            raise ValueError(f"{owner}: channels={channels} must be divisible by the number of groups {groups}")
+            raise ValueError(f"{owner}: channels={channels} must be divisible by the number of groups {groups}; "
+                             f"groups={largest_divisor(channels, groups)} would work")
         dd = {"device": device, "dtype": dtype}
         cg = channels // groups
         self.channels = channels

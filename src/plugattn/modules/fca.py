@@ -12,19 +12,10 @@ the official one at every size, without a shape-dependent branch. The grid is a 
 frequency space, not the input size: any H, W ≥ 1 works (inputs smaller than the grid are upsampled by
 the adaptive pooling, which repeats values; a 1×1 input has only its DC component left). The pooling is
 ``plugattn._layers.adaptive_avg_pool2d``: the native op in eager mode, bin matrices built from the input
-size when exported, so an ONNX graph runs at every size.
-
-Speed. Pooling to the grid and then weighting by the DCT basis is one linear map of x per channel: the basis
-spread back over the pooling bins, K_c = A_hᵀ D_c A_w with A the (grid × size) bin-averaging matrices (exact for
-overlapping bins too). On contiguous input the squeeze is then one weighted sum over H·W, ``(x · K).sum``,
-instead of the adaptive pooling kernel (slow there) plus the weighting; K depends only on the input size and is
-cached per (H, W, dtype, device) in eager mode, built in the graph when compiled or exported. On channels_last
-input the native pooling is fast and is used as it is.
+size when exported, so an exported graph runs at every size.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
@@ -40,15 +31,13 @@ from .._layers import (
     dct_filters,
     freq_indices,
     get_layer,
-    is_channels_last,
-    is_eager,
-    make_divisible,
-    pool_bins,
+    reduced_width,
 )
 from ..official import official, rename_prefix
 from ..registry import register
 
 __all__ = ["MultiSpectralChannelAttention"]
+
 
 @register(
     "fca", paper="FcaNet: Frequency Channel Attention Networks", year=2021,
@@ -108,57 +97,35 @@ class MultiSpectralChannelAttention(nn.Module):
         check_positive(name, channels=channels, dct_h=dct_h, dct_w=dct_w)
         if freq_sel_method not in FREQ_METHODS:
             raise ValueError(f"{name}: freq_sel_method must be one of {list(FREQ_METHODS)}, got {freq_sel_method!r}")
-        num_freq = int(freq_sel_method[3:])
+        num_freq = len(freq_indices(freq_sel_method)[0])
         if channels % num_freq:
             raise ValueError(f"{name}: channels ({channels}) must be divisible by the number of frequencies "
                              f"({num_freq} for freq_sel_method={freq_sel_method!r})")
-        if rd_channels is None:
-            rd_channels = max(1, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
-        check_positive(name, rd_channels=rd_channels)
+        rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
+        self.rd_channels = rd_channels
         self.dct_h, self.dct_w = dct_h, dct_w
         self.freq_sel_method = freq_sel_method
-        filters = dct_filters(channels, dct_h, dct_w, freq_sel_method)
+        filters = dct_filters(channels, dct_h, dct_w, freq_sel_method)  # (C, dct_h, dct_w), float64
         self.register_buffer("dct_weight", filters.to(device=device, dtype=dtype or torch.get_default_dtype()),
                              persistent=False)  # fixed, rebuilt from the arguments; not in the state_dict
         self.fc1 = nn.Linear(channels, rd_channels, bias=bias, **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
         self.fc2 = nn.Linear(rd_channels, channels, bias=bias, **dd)
         self.gate = Gate(gate_layer)
-        self._spread_cache: dict[tuple, Tensor] = {}
 
-    def _spread_filters(self, h: int, w: int, like: Tensor) -> Tensor:
-        """(C, H·W): the DCT basis spread over the adaptive-pooling bins of an H × W input (file docstring)."""
-        tracing = not is_eager()
-        key = (h, w, like.dtype, like.device)
-        if not tracing and key in self._spread_cache:
-            return self._spread_cache[key]
-        d = self.dct_weight.to(torch.float64 if like.dtype == torch.float64 else torch.float32)  # (C, gh, gw)
-        member_h, len_h = pool_bins(h, self.dct_h, d)  # (gh, H), (gh,)
-        member_w, len_w = pool_bins(w, self.dct_w, d)  # (gw, W), (gw,)
-        a_h, a_w = member_h / len_h[:, None], member_w / len_w[:, None]  # bin-averaging matrices
-        k = torch.matmul(torch.matmul(a_h.transpose(0, 1), d), a_w)  # (C, H, W) = A_hᵀ D_c A_w
-        k = k.reshape(self.channels, -1).to(like.dtype)
-        if not tracing:
-            if len(self._spread_cache) >= 8:
-                self._spread_cache.clear()
-            self._spread_cache[key] = k
-        return k
-
-    def _apply(self, fn, recurse=True):  # .to(), .half(), ...: drop filters cached for the old buffer
-        self._spread_cache = {}
-        return super()._apply(fn, recurse)
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, rd_channels={self.rd_channels}, dct_h={self.dct_h}, dct_w={self.dct_w}, "
+                f"freq_sel_method={self.freq_sel_method!r}")
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n, c, h, w = x.shape
-        if is_channels_last(x):  # the native adaptive pooling is fast on channels_last: pool, then weight
-            s = (adaptive_avg_pool2d(x, (self.dct_h, self.dct_w)) * self.dct_weight).sum((2, 3))  # (N, C)
-        else:  # one DCT coefficient of the pooled map per channel, as one weighted sum over H·W: (N, C)
-            s = (x.reshape(n, c, h * w) * self._spread_filters(h, w, x)).sum(2)
-        w = self.gate(self.fc2(self.act(self.fc1(s)))).view(n, c, 1, 1)
-        return x * w
+        n, c = x.shape[:2]
+        pooled = adaptive_avg_pool2d(x, (self.dct_h, self.dct_w))  # (N, C, dct_h, dct_w); identity at that size
+        s = (pooled * self.dct_weight).sum((2, 3))  # (N, C): Freq^i, one DCT coefficient per channel
+        w = self.gate(self.fc2(self.act(self.fc1(s))))  # (N, C)
+        return x * w.view(n, c, 1, 1)
 
 
 @official("fca")

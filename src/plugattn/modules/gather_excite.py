@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible
+from .._kernels import PointwiseConv2d
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -126,36 +127,36 @@ class GatherExcite(nn.Module):
         else:
             self.gather = None
         if use_mlp:
-            if rd_channels is None:
-                rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
-            check_positive(owner, rd_channels=rd_channels)
-            self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
+            rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)
+            self.fc1 = PointwiseConv2d(channels, rd_channels, bias=True, **dd)
             self.act = get_layer(act_layer, arg_name="act_layer")
-            self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
+            self.fc2 = PointwiseConv2d(rd_channels, channels, bias=True, **dd)
         else:
+            rd_channels = None
             self.fc1 = self.act = self.fc2 = None
+        self.rd_channels = rd_channels
         self.gate = Gate(gate_layer)
 
-    def _gather(self, x: Tensor) -> Tensor:
-        if self.gather is not None:
-            return self.gather(x)  # (N, C, ⌈H/e⌉, ⌈W/e⌉)
-        if self.extent == 0:
-            s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
-            if self.add_maxpool:
-                s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
-            return s
-        k, st = 2 * self.extent - 1, self.extent
-        s = F.avg_pool2d(x, k, st, k // 2, count_include_pad=False)  # (N, C, ⌈H/e⌉, ⌈W/e⌉)
-        if self.add_maxpool:
-            s = 0.5 * s + 0.5 * F.max_pool2d(x, k, st, k // 2)
-        return s
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, extent={self.extent}, extra_params={self.gather is not None}, "
+                f"rd_channels={self.rd_channels}, add_maxpool={self.add_maxpool}")
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        s = self._gather(x)
-        if self.fc1 is not None:
+        k, e = 2 * self.extent - 1, self.extent
+        if self.gather is not None:  # GE-θ: strided depthwise convs
+            s = self.gather(x)  # (N, C, ⌈H/e⌉, ⌈W/e⌉)
+        elif e == 0:  # GE-θ⁻, global extent
+            s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
+            if self.add_maxpool:
+                s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
+        else:  # GE-θ⁻, local extent: mean over (2e − 1)² windows at stride e, padding excluded
+            s = F.avg_pool2d(x, k, e, k // 2, count_include_pad=False)  # (N, C, ⌈H/e⌉, ⌈W/e⌉)
+            if self.add_maxpool:
+                s = 0.5 * s + 0.5 * F.max_pool2d(x, k, e, k // 2)
+        if self.fc1 is not None:  # GE-θ⁺: the excite MLP
             s = self.fc2(self.act(self.fc1(s)))
-        if self.extent != 0:  # a local extent: back to H × W by nearest neighbour (global: broadcast)
+        if e != 0:  # a local extent: back to H × W by nearest neighbour (global: broadcast)
             s = F.interpolate(s, size=x.shape[-2:], mode="nearest")
         return x * self.gate(s)
 
@@ -163,9 +164,12 @@ class GatherExcite(nn.Module):
 @official("ge_timm")
 def _ge_timm(channels: int, feat_size=None, extra_params: bool = False, extent: int = 0, use_mlp: bool = True,
              **kwargs):
-    """timm ``GatherExcite(channels, feat_size=None, extra_params=False, extent=0, use_mlp=True, rd_ratio=1/16,
-    rd_channels=None, rd_divisor=1, add_maxpool=False, act_layer=ReLU, norm_layer=BatchNorm2d,
-    gate_layer='sigmoid')``. ``feat_size`` (global GE-θ only) is not supported."""
+    """The timm ``GatherExcite``; ``feat_size`` (global GE-θ only) is not supported.
+
+    timm's signature: ``GatherExcite(channels, feat_size=None, extra_params=False, extent=0, use_mlp=True,
+    rd_ratio=1/16, rd_channels=None, rd_divisor=1, add_maxpool=False, act_layer=ReLU, norm_layer=BatchNorm2d,
+    gate_layer='sigmoid')``.
+    """
     kwarg_check("ge_timm", kwargs, {"rd_ratio", "rd_channels", "rd_divisor", "add_maxpool", "act_layer",
                                     "norm_layer", "gate_layer"})
     if extra_params and extent == 0:

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
+from .._kernels import PointwiseConv2d
 from .._layers import (
     Gate,
     LayerNorm2d,
     LayerType,
-    channel_map,
     check_input,
     check_positive,
-    descriptor_mlp,
     get_layer,
     make_divisible,
-    weighted_positions,
+    reduced_width,
 )
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
@@ -43,14 +41,14 @@ class _ContextMlp(nn.Module):
     def __init__(self, channels: int, rd_channels: int, bias: bool, act_layer: LayerType, norm_layer: LayerType,
                  dd: dict) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
+        self.fc1 = PointwiseConv2d(channels, rd_channels, bias=bias, **dd)
         self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
+        self.fc2 = PointwiseConv2d(rd_channels, channels, bias=bias, **dd)
 
     def forward(self, s: Tensor) -> Tensor:
-        """(N, C) context → (N, C)."""
-        return descriptor_mlp(s, self.fc1, self.norm, self.act, self.fc2)
+        """(N, C, 1, 1) context → (N, C, 1, 1)."""
+        return self.fc2(self.act(self.norm(self.fc1(s))))
 
 
 @register(
@@ -114,11 +112,10 @@ class GlobalContextBlock(nn.Module):
         check_positive(name, channels=channels)
         if not (fuse_add or fuse_scale):
             raise ValueError(f"{name}: at least one of fuse_add, fuse_scale must be True")
-        if rd_channels is None:
-            rd_channels = max(1, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
-        check_positive(name, rd_channels=rd_channels)
+        rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
+        self.rd_channels = rd_channels
         self.conv_attn = nn.Conv2d(channels, 1, 1, bias=bias, **dd) if use_attn else None
         self.attn_gate = Gate("softmax", dim=-1) if use_attn else None
         self.mlp_add = _ContextMlp(channels, rd_channels, bias, act_layer, norm_layer, dd) if fuse_add else None
@@ -138,20 +135,23 @@ class GlobalContextBlock(nn.Module):
                 if mlp.fc2.bias is not None:
                     nn.init.zeros_(mlp.fc2.bias)
 
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, rd_channels={self.rd_channels}, use_attn={self.conv_attn is not None}, "
+                f"fuse_add={self.mlp_add is not None}, fuse_scale={self.mlp_scale is not None}")
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
-        if self.conv_attn is not None:
-            # the mask conv C → 1 and the attention pooling as matrix products (see channel_map)
-            a = self.attn_gate(channel_map(x, self.conv_attn.weight.flatten(1), self.conv_attn.bias))  # (N, 1, HW)
-            context = weighted_positions(x, a).view(n, c)  # (N, C)
+        if self.conv_attn is not None:  # attention pooling: softmax over the H·W positions of W_k x
+            a = self.attn_gate(self.conv_attn(x).flatten(2))  # (N, 1, HW)
+            context = torch.matmul(x.flatten(2), a.transpose(1, 2)).view(n, c, 1, 1)  # (N, C, 1, 1): Σ_j a_j x_j
         else:
-            context = x.mean((2, 3))  # (N, C)
+            context = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
         out = x
         if self.mlp_scale is not None:
-            out = out * self.gate(self.mlp_scale(context).view(n, c, 1, 1))
+            out = out * self.gate(self.mlp_scale(context))
         if self.mlp_add is not None:
-            out = out + self.mlp_add(context).view(n, c, 1, 1)
+            out = out + self.mlp_add(context)
         return out
 
 
@@ -183,7 +183,7 @@ def _gc(inplanes: int, ratio: float, pooling_type: str = "att", fusion_types=("c
 
 @official("gc_timm")
 def _gc_timm(channels: int, **kwargs):
-    """timm ``layers.GlobalContext`` (``use_attn``, ``fuse_add``, ``fuse_scale``, ``rd_ratio=1/8``, ...).
+    """The timm ``layers.GlobalContext`` (``use_attn``, ``fuse_add``, ``fuse_scale``, ``rd_ratio=1/8``, ...).
 
     Same parameter names as ours; timm's LayerNorm2d has ε = 1e-6 and its width rounds with
     ``rd_divisor=1``. ``init_last_zero`` only changes the initialisation, which the checkpoint overrides.

@@ -15,16 +15,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import (
-    Gate,
-    LayerType,
-    channel_map,
-    check_input,
-    check_positive,
-    descriptor_mlp,
-    get_layer,
-    make_divisible,
-)
+from .._kernels import PointwiseConv2d
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -91,26 +83,25 @@ class SpatialChannelSqueezeExcite(nn.Module):
         check_positive(owner, channels=channels)
         if combine not in _COMBINE:
             raise ValueError(f"{owner}: combine must be one of {_COMBINE}, got {combine!r}")
-        if rd_channels is None:
-            rd_channels = max(1, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
-        check_positive(owner, rd_channels=rd_channels)
+        rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
+        self.rd_channels = rd_channels
         self.combine = combine
-        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
+        self.fc1 = PointwiseConv2d(channels, rd_channels, bias=True, **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
+        self.fc2 = PointwiseConv2d(rd_channels, channels, bias=True, **dd)
         self.channel_gate = Gate(gate_layer)
         self.spatial_conv = nn.Conv2d(channels, 1, 1, bias=True, **dd)
         self.spatial_gate = Gate(gate_layer)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, rd_channels={self.rd_channels}, combine={self.combine!r}"
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n, c, h, w = x.shape
-        z = descriptor_mlp(x.mean((2, 3)), self.fc1, None, self.act, self.fc2)  # 1×1 convs as products
-        wc = self.channel_gate(z.view(n, c, 1, 1))  # (N, C, 1, 1)
-        ws = self.spatial_gate(channel_map(x, self.spatial_conv.weight.flatten(1), self.spatial_conv.bias)
-                               .view(n, 1, h, w))  # (N, 1, H, W): the 1×1 conv C → 1 as a product (channel_map)
+        wc = self.channel_gate(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))  # (N, C, 1, 1): cSE
+        ws = self.spatial_gate(self.spatial_conv(x))  # (N, 1, H, W): sSE
         xc, xs = x * wc, x * ws
         return torch.maximum(xc, xs) if self.combine == "max" else xc + xs
 

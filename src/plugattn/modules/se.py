@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, conv1x1, descriptor_mlp, get_layer, make_divisible
+from .._kernels import PointwiseConv2d
+from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible, reduced_width
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -31,6 +32,10 @@ __all__ = ["SqueezeExcite", "EffectiveSqueezeExcite"]
 )
 class SqueezeExcite(nn.Module):
     r"""Squeeze-and-Excitation: :math:`y = x \cdot \sigma(W_2\,\delta(W_1\,\mathrm{GAP}(x) + b_1) + b_2)`.
+
+    The squeeze is global average pooling :math:`\mathrm{GAP}(x)_c = \frac{1}{HW}\sum_{i,j} x_{c,i,j}`; the
+    excitation is the bottleneck :math:`W_1 \in \mathbb{R}^{C/r \times C}`, :math:`W_2 \in \mathbb{R}^{C \times C/r}`
+    (1×1 convs ``fc1``, ``fc2``), and the gate rescales each channel of x.
 
     Args:
         channels: C, input channels.
@@ -68,26 +73,29 @@ class SqueezeExcite(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_positive(type(self).__name__, channels=channels)
-        if rd_channels is None:
-            rd_channels = max(1, make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0))
+        owner = type(self).__name__
+        check_positive(owner, channels=channels)
+        rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels
+        self.rd_channels = rd_channels
         self.add_maxpool = add_maxpool
-        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
+        self.fc1 = PointwiseConv2d(channels, rd_channels, bias=bias, **dd)
         self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
+        self.fc2 = PointwiseConv2d(rd_channels, channels, bias=bias, **dd)
         self.gate = Gate(gate_layer)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, rd_channels={self.rd_channels}, add_maxpool={self.add_maxpool}"
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n, c = x.shape[:2]
-        s = x.mean((2, 3))  # (N, C)
+        s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1): squeeze
         if self.add_maxpool:
-            s = 0.5 * s + 0.5 * x.amax((2, 3))
-        z = descriptor_mlp(s, self.fc1, self.norm, self.act, self.fc2)  # the 1×1 convs as matrix products
-        return x * self.gate(z.view(n, c, 1, 1))
+            s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
+        z = self.fc2(self.act(self.norm(self.fc1(s))))  # (N, C, 1, 1): excitation
+        return x * self.gate(z)
 
 
 @official("se")
@@ -105,7 +113,7 @@ def _se_moskomule(channel: int, reduction: int = 16):
 
 @official("se_timm")
 def _se_timm(channels: int, **kwargs):
-    """timm ``layers.SEModule`` (``rd_ratio``, ``rd_channels``, ``rd_divisor=8``, ``add_maxpool``, ...)."""
+    """The timm ``layers.SEModule`` (``rd_ratio``, ``rd_channels``, ``rd_divisor=8``, ``add_maxpool``, ...)."""
     kwarg_check("se_timm", kwargs, {"rd_ratio", "rd_channels", "rd_divisor", "add_maxpool", "bias",
                                     "act_layer", "norm_layer", "gate_layer"})
     rd_ratio = kwargs.pop("rd_ratio", 1 / 16)
@@ -123,7 +131,7 @@ def _se_timm(channels: int, **kwargs):
     official="youngwanLEE/vovnet-detectron2 eSEModule; timm layers.EffectiveSEModule",
 )
 class EffectiveSqueezeExcite(nn.Module):
-    r"""Effective SE (eSE, VoVNetV2): one C → C FC and a hard sigmoid, :math:`y = x \cdot \sigma_h(W\,\mathrm{GAP}(x) + b)`.
+    r"""Effective SE (eSE, VoVNetV2): :math:`y = x \cdot \sigma_h(W\,\mathrm{GAP}(x) + b)`, one C → C FC.
 
     SE's two FCs with a C/r bottleneck lose channel information; eSE keeps one C → C layer (a 1×1 conv
     with bias) and gates with the hard sigmoid σ_h(z) = ReLU6(z + 3)/6 (the official ``Hsigmoid``, equal
@@ -162,16 +170,18 @@ class EffectiveSqueezeExcite(nn.Module):
         check_positive(type(self).__name__, channels=channels)
         self.channels = channels
         self.add_maxpool = add_maxpool
-        self.fc = nn.Conv2d(channels, channels, 1, bias=True, device=device, dtype=dtype)
+        self.fc = PointwiseConv2d(channels, channels, bias=True, device=device, dtype=dtype)
         self.gate = Gate(gate_layer)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, add_maxpool={self.add_maxpool}"
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n, c = x.shape[:2]
-        s = x.mean((2, 3))  # (N, C)
+        s = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
         if self.add_maxpool:
-            s = 0.5 * s + 0.5 * x.amax((2, 3))
-        return x * self.gate(conv1x1(self.fc, s).view(n, c, 1, 1))
+            s = 0.5 * s + 0.5 * x.amax((2, 3), keepdim=True)
+        return x * self.gate(self.fc(s))
 
 
 @official("ese")
@@ -183,5 +193,5 @@ def _ese_vovnet(channel: int, reduction: int = 4):
 
 @official("ese_timm")
 def _ese_timm(channels: int, add_maxpool: bool = False, gate_layer: LayerType = "hard_sigmoid"):
-    """timm ``layers.EffectiveSEModule(channels, add_maxpool=False, gate_layer='hard_sigmoid')``."""
+    """The timm ``layers.EffectiveSEModule(channels, add_maxpool=False, gate_layer='hard_sigmoid')``."""
     return EffectiveSqueezeExcite(channels, add_maxpool=add_maxpool, gate_layer=gate_layer), rename_prefix()

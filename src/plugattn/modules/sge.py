@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive
+from .._layers import Gate, LayerType, check_input, check_positive, largest_divisor
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -42,13 +42,14 @@ class SpatialGroupEnhance(nn.Module):
     is 0/0 and the official code returns NaN; here its divisor is max(H·W − 1, 1), so ĉ = 0 and
     y = x·σ(β). For H·W > 1 the two are identical.
 
-    **Groups.** The official G = 64 needs C ≥ 64 (the official ResNet-18 uses it at C = 64, one channel per
-    group). With ``groups=None`` (default) G = min(64, C); an explicit ``groups`` is used as given. C must be
-    divisible by G (``ValueError`` otherwise; the official code fails there too).
+    **Groups.** The official G = 64 needs C divisible by 64 (the official ResNet-18 uses it at C = 64, one
+    channel per group). With ``groups=None`` (default) G is the largest divisor of C not above 64, so any
+    width works (C = 96 → 48, 160 → 32, 440 → 55); an explicit ``groups`` must divide C (``ValueError``
+    otherwise, naming a value that would; the official code fails there too).
 
     Args:
         channels: C, input channels.
-        groups: G. Default: None, i.e. min(64, C).
+        groups: G. Default: None, i.e. the largest divisor of C not above the paper's 64.
         eps: ε. Default: 1e-5.
         gate_layer: σ. Default: sigmoid.
 
@@ -75,10 +76,11 @@ class SpatialGroupEnhance(nn.Module):
         owner = type(self).__name__
         check_positive(owner, channels=channels)
         if groups is None:
-            groups = min(64, channels)
+            groups = largest_divisor(channels, 64)
         check_positive(owner, groups=groups)
         if channels % groups:
-            raise ValueError(f"{owner}: channels={channels} must be divisible by groups={groups}")
+            raise ValueError(f"{owner}: channels={channels} must be divisible by groups={groups}; "
+                             f"groups={largest_divisor(channels, groups)} would work")
         self.channels = channels
         self.groups = groups
         self.eps = eps

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive
+from .._layers import Gate, LayerType, check_input, check_positive, largest_divisor
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -43,14 +43,14 @@ class ShuffleAttention(nn.Module):
     when it sees a single value per channel (N·G·H·W = 1: batch 1, 1×1 input and G = 1). The output has x's
     memory format.
 
-    **Groups.** The official G = 64 needs C ≥ 128. With ``groups=None`` (default) G is the official 64 capped
-    at C // 2 (each half keeps at least one channel): G = max(1, min(64, C // 2)), e.g. C = 16 → 8,
-    C = 32 → 16, C ≥ 128 → 64. An explicit ``groups`` is used as given. C must be divisible by 2G
-    (``ValueError`` otherwise; the official code fails there too).
+    **Groups.** The official G = 64 needs C divisible by 128. With ``groups=None`` (default) G is the largest
+    g ≤ 64 with C divisible by 2g, so any even width works (C = 16 → 8, 160 → 40, 192 → 48, 440 → 55,
+    C divisible by 128 → 64); an explicit ``groups`` must make C divisible by 2G (``ValueError`` otherwise,
+    naming a value that would; the official code fails there too).
 
     Args:
         channels: C, input channels (even).
-        groups: G. Default: None, i.e. min(64, C // 2) (at least 1).
+        groups: G. Default: None, i.e. the largest g ≤ 64 (the paper's) dividing C / 2.
         gate_layer: σ of both gates. Default: sigmoid.
 
     Shape:
@@ -74,11 +74,14 @@ class ShuffleAttention(nn.Module):
         super().__init__()
         owner = type(self).__name__
         check_positive(owner, channels=channels)
+        if channels % 2:
+            raise ValueError(f"{owner}: channels must be even (each group splits into two halves), got {channels}")
         if groups is None:
-            groups = max(1, min(64, channels // 2))
+            groups = largest_divisor(channels // 2, 64)
         check_positive(owner, groups=groups)
         if channels % (2 * groups):
-            raise ValueError(f"{owner}: channels={channels} must be divisible by 2 * groups = {2 * groups}")
+            raise ValueError(f"{owner}: channels={channels} must be divisible by 2 * groups = {2 * groups}; "
+                             f"groups={largest_divisor(channels // 2, groups)} would work")
         dd = {"device": device, "dtype": dtype}
         half = channels // (2 * groups)
         self.channels = channels

@@ -77,9 +77,10 @@ class SimAM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        n = max(x.shape[2] * x.shape[3] - 1, 1)  # official: H·W − 1 (0 → NaN at 1×1; see the docstring)
+        h, w = x.shape[2:]
+        n = torch.full((), h * w - 1, dtype=x.dtype, device=x.device).clamp(min=1)  # max(H·W − 1, 1), see above
         d2 = (x - x.mean((2, 3), keepdim=True)).pow(2)  # (N, C, H, W): (t − μ)²
-        energy_inv = d2 / (4 * (d2.sum((2, 3), keepdim=True) / n + self.e_lambda)) + 0.5
+        energy_inv = d2 / (4 * (d2.sum((2, 3), keepdim=True) / n + self.e_lambda)) + 0.5  # 1 / e*_t
         return x * self.gate(energy_inv)
 
 

@@ -14,6 +14,7 @@ with other arguments; :func:`plugattn.from_official` builds them (``sk``, ``sk_c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -28,6 +29,7 @@ from .._layers import (
     check_input,
     check_positive,
     get_layer,
+    largest_divisor,
     make_divisible,
     reduced_width,
 )
@@ -65,7 +67,8 @@ class SelectiveKernel(nn.Module):
         stride: stride of every branch. Default: 1.
         dilation: dilation multiplier of every branch. Default: 1.
         groups: G of every branch conv, capped at C_out as in timm (Caffe: 32; timm: 1). Must divide the
-            input channels of a branch and C_out. Default: 32.
+            input channels of a branch and C_out. Default: None, i.e. the largest count not above the paper's
+            32 that divides both (32 where C is a multiple of 32; C = 40 → 20, 112 → 28, 440 → 22).
         keep_3x3: 3×3 dilated kernels instead of k×k ones. Default: True.
         split_input: each branch sees its own C/M input channels (timm), instead of all C. Default: False.
         bias: bias on the branch convs (pppLang: True). Default: False.
@@ -99,7 +102,7 @@ class SelectiveKernel(nn.Module):
         kernel_size: int | Sequence[int] = (3, 5),
         stride: int = 1,
         dilation: int = 1,
-        groups: int = 32,
+        groups: int | None = None,
         keep_3x3: bool = True,
         split_input: bool = False,
         bias: bool = False,
@@ -120,7 +123,7 @@ class SelectiveKernel(nn.Module):
         name = type(self).__name__
         out_channels = channels if out_channels is None else out_channels
         check_positive(name, channels=channels, out_channels=out_channels, stride=stride, dilation=dilation,
-                       groups=groups, min_channels=min_channels)
+                       min_channels=min_channels)
         kernels = [kernel_size, kernel_size] if isinstance(kernel_size, int) else list(kernel_size)
         min_k = 3 if keep_3x3 else 1
         if not kernels or any(isinstance(k, bool) or not isinstance(k, int) or k < min_k or k % 2 == 0
@@ -137,10 +140,15 @@ class SelectiveKernel(nn.Module):
             raise ValueError(f"{name}: split_input needs channels ({channels}) divisible by the number of "
                              f"branches len(kernel_size) = {num_paths}")
         path_in = channels // num_paths if split_input else channels
+        fits = math.gcd(path_in, out_channels)  # a group count must divide both
+        if groups is None:
+            groups = largest_divisor(fits, 32)
+        check_positive(name, groups=groups)
         groups = min(groups, out_channels)
         if path_in % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} (capped at out_channels) must divide the input channels of "
-                             f"a branch ({path_in}) and out_channels ({out_channels})")
+                             f"a branch ({path_in}) and out_channels ({out_channels}); "
+                             f"groups={largest_divisor(fits, groups)} would work")
         rd_channels = reduced_width(name, out_channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels,
                                     round_limit=0.9)
 

@@ -20,26 +20,17 @@ __all__ = ["StyleRecalibration", "style_pool"]
 
 
 def style_pool(x: Tensor) -> Tensor:
-    """Per-channel style statistics (mean, standard deviation) over H·W: (N, C, H, W) → (N, C, 2).
+    """Style pooling: each channel's mean and unbiased standard deviation over H·W, (N, C, H, W) → (N, C, 2).
 
-    The standard deviation is the unbiased one (``torch.std``, as in the official code) when H·W > 1.
-    For a single position the unbiased estimate is undefined (the official layer returns NaN); here the
-    divisor H·W − 1 is clamped to 1 there, giving std 0. The divisor is a tensor built from the shape at call
-    time, so an exported graph follows the input size (a Python ``min`` would be frozen at the example's
-    value). Where the variance is 0 (1×1, constant channels) the gradient through the std is 0, as with
-    ``torch.std``, not NaN. float16/bfloat16 statistics are computed in float32, as ``torch.std`` does.
+    std = √(Σ(x − μ)² / max(H·W − 1, 1)): ``torch.std`` (the official code) where H·W > 1; at H·W = 1, where
+    the official layer returns NaN, it is 0. H·W enters as a tensor built from the shape at call time, so an
+    exported graph follows the input size. Where the variance is 0 the gradient through the std is 0, as with
+    ``torch.std``.
     """
     n, c, h, w = x.shape
-    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    mean = xf.mean((2, 3))  # (N, C)
-    divisor = torch.full((), h * w - 1, dtype=xf.dtype, device=xf.device).clamp(min=1)  # max(HW − 1, 1)
-    d = xf - mean[:, :, None, None]  # 4-D, in x's memory format (a 3-D view of channels_last x: 1.3–1.5× slower)
-    d = d.square_() if not (torch.is_grad_enabled() and d.requires_grad) else d.square()
-    var = d.sum((2, 3)) / divisor  # (N, C)
-    positive = var > 0
-    # sqrt only where var > 0: sqrt'(0) is inf, and inf · 0 would make the gradient NaN at 1×1
-    std = torch.where(positive, torch.where(positive, var, torch.ones_like(var)).sqrt(), torch.zeros_like(var))
-    return torch.stack((mean, std), dim=2).to(x.dtype)  # (N, C, 2)
+    hw = torch.full((), h * w, dtype=x.dtype, device=x.device)  # H·W
+    std = x.std((2, 3), correction=0) * (hw / (hw - 1).clamp(min=1)).sqrt()  # (N, C): biased std → unbiased
+    return torch.stack((x.mean((2, 3)), std), dim=2)  # (N, C, 2)
 
 
 @register(
@@ -93,10 +84,13 @@ class StyleRecalibration(nn.Module):
         """Official init: CFC weights zero (the gate starts at σ(BN bias)); norm keeps its own init."""
         nn.init.zeros_(self.cfc)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        t = style_pool(x)  # (N, C, 2)
-        z = (t * self.cfc).sum(dim=2)[:, :, None, None]  # (N, C, 1, 1)
+        t = style_pool(x)  # (N, C, 2): style pooling (μ_c, σ_c)
+        z = (t * self.cfc).sum(dim=2)[:, :, None, None]  # (N, C, 1, 1): style integration (CFC)
         return x * self.gate(self.bn(z))
 
 

@@ -6,9 +6,9 @@ WACV 2021. https://arxiv.org/abs/2010.03045 — official code: https://github.co
 specification of that code; no official code is copied.
 
 The official code rotates ``x`` with ``permute(...).contiguous()`` for two of its branches and rotates the two
-gated copies back. Here no full-size tensor is permuted or copied: each branch pools ``x`` along its own axis
-(:class:`~plugattn.modules.cbam.ZPoolGate`, shared with CBAM's spatial gate), only the small pooled maps and
-weights are transposed, and ``x`` is multiplied once, by the sum of the three weight maps.
+gated copies back. Here each branch pools ``x`` along its own axis first and rotates only the small pooled map
+(:class:`~plugattn._layers.ZPoolGate`, shared with CBAM's spatial gate): the same numbers, without full-size
+copies.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerType, check_input, check_odd_kernel, is_eager, like_layout
+from .._layers import LayerType, ZPoolGate, check_input, check_odd_kernel, check_optional_positive
 from ..official import official, rename_prefix
 from ..registry import register
-from .cbam import _BN_001, ZPoolGate, _check_optional_channels
+from .cbam import _BN_001
 
 __all__ = ["TripletAttention"]
 
@@ -34,7 +34,7 @@ class TripletAttention(nn.Module):
     r"""Triplet Attention: :math:`y = \tfrac13\,(x\,\omega_{hw} + x\,\omega_{cw} + x\,\omega_{hc})`.
 
     Each :math:`\omega = \sigma(\mathrm{BN}(\mathrm{conv}_{k\times k}(\text{Z-pool}(x))))` comes from a
-    :class:`~plugattn.modules.cbam.ZPoolGate` (Z-pool = [max; mean], max first):
+    :class:`~plugattn._layers.ZPoolGate` (Z-pool = [max; mean], max first):
 
     - ``cw``: pools over H; the conv runs on the (C, W) plane; :math:`\omega_{cw}` broadcasts as (N, C, 1, W);
     - ``hc``: pools over W; the conv runs on the (H, C) plane (H as rows, as the official permute (0, 3, 2, 1));
@@ -74,28 +74,27 @@ class TripletAttention(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        _check_optional_channels(name, channels)
+        check_optional_positive(name, channels=channels)
         check_odd_kernel(name, kernel_size)
         kw = {"kernel_size": kernel_size, "norm_layer": norm_layer, "gate_layer": gate_layer,
               "device": device, "dtype": dtype}
         self.channels = channels
+        self.kernel_size = kernel_size
+        self.scale = 1 / 2 if no_spatial else 1 / 3  # the official Python-float factor
         self.cw = ZPoolGate(dim=2, **kw)
         self.hc = ZPoolGate(dim=3, **kw)
         self.hw: ZPoolGate | None = None if no_spatial else ZPoolGate(dim=1, **kw)
 
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, no_spatial={self.hw is None}"
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
-        k = 1 / 2 if self.hw is None else 1 / 3  # the official Python-float scale, folded into the small weights
-        ws = [like_layout(self.cw(x) * k, x), like_layout(self.hc(x) * k, x)]  # (N, C, 1, W), (N, C, H, 1)
+        k = self.scale  # 1/3 (1/2 with no_spatial), applied to the small weight maps
+        w = self.cw(x) * k + self.hc(x) * k  # k·ω_cw (N, C, 1, W) + k·ω_hc (N, C, H, 1): (N, C, H, W)
         if self.hw is not None:
-            ws.insert(0, self.hw(x) * k)  # (N, 1, H, W); official order: hw + cw + hc
-        # y = x · s, s = Σ k·ω summed in that order: one full-size product, so autograd's backward is lean
-        graph = not is_eager() or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *ws)))
-        # eager without autograd: the sum goes into one new tensor in x's format, and x multiplies it in place
-        s = ws[0] + ws[1] if graph else torch.add(ws[0], ws[1], out=torch.empty_like(x))
-        for w in ws[2:]:
-            s.add_(w)  # autograd-safe: nothing saved the partial sum
-        return x * s if graph else s.mul_(x)  # x's memory format
+            w = self.hw(x) * k + w  # + k·ω_hw (N, 1, H, W)
+        return x * w  # y = k · Σ_b x·ω_b
 
 
 # --- official converters (landskape-ai/triplet-attention) --------------------------------------------------------
