@@ -319,7 +319,10 @@ def test_create_feature_extractor(name, network):
     with torch.no_grad():
         feat = extractor(x)["feat"]
         net(x)
-    torch.testing.assert_close(feat, seen[0], atol=1e-5, rtol=1e-5)
+    # traced graphs run the plain twin of a fast path (a conv instead of a matrix product): float round-off,
+    # amplified by a deep random network, so the tolerance scales with the features
+    scale = seen[0].abs().max().item()
+    torch.testing.assert_close(feat, seen[0], atol=1e-5 * max(1.0, scale), rtol=1e-4)
 
 
 def test_fx_post_training_quantisation_stays_close_to_float():
@@ -343,3 +346,32 @@ def test_fx_post_training_quantisation_stays_close_to_float():
         agreement = (got.argmax(1) == want.argmax(1)).float().mean().item()
         rel = ((got - want).norm() / want.norm()).item()
         assert agreement >= 0.8 and rel < 0.25, f"{name}: top-1 agreement {agreement:.2f}, relative error {rel:.3f}"
+
+
+SEVEN = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny",
+         "regnet_y_400mf"]
+
+
+@pytest.mark.parametrize("name", PRESERVING)
+def test_insert_into_seven_torchvision_networks(name):
+    """Defaults adapt to every channel count these networks use (24, 40, 80, 112, 440, ...)."""
+    x = rand(1, 3, 64, 64, seed=7)
+    for network in SEVEN:
+        net = insert(getattr(tv.models, network)(num_classes=10), name).eval()
+        assert inserted(net), network
+        with torch.no_grad():
+            assert net(x).shape == (1, 10), network
+
+
+@pytest.mark.parametrize("name", ["sk", "sge", "ema", "shuffle", "fca"])
+def test_insert_into_timm_networks(name):
+    x = rand(1, 3, 64, 64, seed=8)
+    for model in ["resnet18", "mobilenetv3_small_100", "efficientnet_b0"]:
+        net = insert(timm.create_model(model, pretrained=False, num_classes=10), name).eval()
+        with torch.no_grad():
+            assert net(x).shape == (1, 10), model
+
+
+def test_insert_error_names_the_block_and_a_working_value():
+    with pytest.raises(ValueError, match=r"insert: building sge for block 'layer\d\.\d' \(\d+ channels\).*groups=\d+ would"):
+        insert(tv.models.resnet18(), "sge", groups=48)

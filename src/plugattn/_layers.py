@@ -14,11 +14,8 @@ from torch import Tensor
 
 __all__ = [
     "LayerType", "get_layer", "make_divisible", "reduced_width", "largest_divisor", "eca_kernel_size", "check_input",
-    "check_positive",
-    "check_optional_positive", "check_odd_kernel", "Gate", "ConvNormAct", "LayerNorm2d", "bn_momentum",
-    "FREQ_METHODS", "freq_indices", "dct_filters",
-    "adaptive_avg_pool2d", "conv1x1", "conv1d_taps", "descriptor_mlp", "pool_bins",
-    "is_eager", "is_channels_last", "like_layout", "axis_mean", "channel_map", "weighted_positions",
+    "check_positive", "check_optional_positive", "check_odd_kernel", "Gate", "ConvNormAct", "LayerNorm2d",
+    "bn_momentum", "ZPoolGate", "FREQ_METHODS", "freq_indices", "dct_filters", "adaptive_avg_pool2d", "pool_bins",
 ]
 
 LayerType = Union[str, type[nn.Module], Callable[..., nn.Module], None]
@@ -371,129 +368,6 @@ def dct_filters(channels: int, dct_h: int, dct_w: int, freq_sel_method: str = "t
             for tw in range(dct_w):
                 bank[i, th, tw] = _basis(th, u, dct_h) * _basis(tw, v, dct_w)
     return bank.repeat_interleave(part, dim=0)  # (C, dct_h, dct_w)
-
-
-# ---- deprecated fast helpers: removed once no module uses them -------------------------------------------------
-
-
-def is_eager() -> bool:
-    """False while compiling, exporting or tracing: those graphs get plain functional ops (no ``out=`` writes,
-    no loops unrolled by the input size, no cached tensors).
-    """
-    return not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-                or torch.onnx.is_in_onnx_export())
-
-
-def is_channels_last(x: Tensor) -> bool:
-    """True for a 4-D tensor laid out channels_last (and not also plain contiguous, as 1×1 or C = 1 maps are)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def like_layout(w: Tensor, x: Tensor) -> Tensor:
-    """``w`` in channels_last when ``x`` is, else ``w`` itself: an output given x's layout, or a small broadcast
-    operand (N, C, H|1, W|1) whose C becomes its innermost axis, as in ``x``, so that the full-size product
-    ``x · w`` is vectorised along C instead of gathering ``w`` with a stride (measured 3.2–3.7× faster for Coordinate Attention's x · a_h and x · a_w at the standard
-    shapes).
-    """
-    return w.contiguous(memory_format=torch.channels_last) if is_channels_last(x) else w
-
-
-def axis_mean(x: Tensor, dim: int) -> Tensor:
-    """``x.mean(dim)`` over H (``dim=2``) or W (``dim=3``) of (N, C, H, W): (N, C, W) or (N, C, H).
-
-    For channels_last ``x`` the sum is a matrix product with ones on the (N, H, W, C) memory (7–14× faster on
-    CPU than ``mean`` over the strided axis); other layouts use ``mean``. The result is a view in (N, C, ·) order.
-    """
-    if not is_channels_last(x):
-        return x.mean(dim)
-    n, c, h, w = x.shape
-    xl = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous
-    if dim == 3:  # Σ_w over the rows of each (W, C) slab
-        z = torch.matmul(x.new_ones(1, w), xl.reshape(n * h, w, c)).view(n, h, c) * (1.0 / w)
-    else:  # Σ_h over the rows of the (H, W·C) slab of each sample
-        z = torch.matmul(x.new_ones(1, h), xl.reshape(n, h, w * c)).view(n, w, c) * (1.0 / h)
-    return z.transpose(1, 2)
-
-
-def _rows(x: Tensor) -> Tensor:
-    """channels_last (N, C, H, W) as its (N, H·W, C) memory, a view."""
-    n, c = x.shape[:2]
-    return x.permute(0, 2, 3, 1).reshape(n, -1, c)
-
-
-def channel_map(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """A 1×1 conv C → k of a full map as a matrix product: (N, C, H, W), ``weight`` (k, C) → (N, k, H·W).
-
-    One ``bmm`` with the weight broadcast, on x's memory as it is (x (N, C, H·W) is a view for contiguous and
-    channels_last x). For k = 1 (GCNet's context mask) 8× faster than the conv kernel on CPU; ``matmul`` with a
-    2-D weight would fold x's batch into a transposed copy (2× slower).
-    """
-    y = torch.bmm(weight.expand(x.shape[0], -1, -1), x.flatten(2))  # (N, k, HW)
-    return y if bias is None else y + bias[:, None]
-
-
-def weighted_positions(x: Tensor, a: Tensor) -> Tensor:
-    """Σ over positions of ``x`` weighted by each row of ``a``: (N, C, H, W), (N, k, H·W) → (N, C, k).
-
-    Attention pooling (GCNet, clustering) as one batched product on x's memory as it is: x (N, C, H·W) ·
-    aᵀ, or for channels_last (a · x(N, H·W, C))ᵀ (the other orientation was 0.75 ms instead of 0.05 ms for GCNet's
-    pooling at (8, 256, 28, 28)).
-    """
-    if is_channels_last(x):
-        return torch.matmul(a, _rows(x)).transpose(1, 2)
-    return torch.matmul(x.reshape(x.shape[0], x.shape[1], -1), a.transpose(1, 2))
-
-
-def conv1x1(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """``conv`` (1×1, stride 1, one group) applied to a descriptor as a matrix product.
-
-    ``x`` is (N, C_in) → (N, C_out), or (N, C_in, L) → (N, C_out, L) (any strides). The weights stay in
-    ``conv``, so checkpoints and ``state_dict`` keys are unchanged; ``conv``'s own forward (and any hook on it)
-    is not called, its parameters are read (parametrizations such as weight norm apply). Why: on pooled
-    descriptors the conv kernels cost a fixed 40–300 µs per call on a 2-core CPU (oneDNN set-up and thread
-    fork/join; measured for SE's pair of 1×1 convs on (8, 256, 1, 1): 89 µs, as ``F.linear``: 8 µs), more than
-    the pooling itself.
-    """
-    w = conv.weight.flatten(1)  # (C_out, C_in)
-    if x.dim() == 2:
-        return F.linear(x, w, conv.bias)
-    if conv.bias is None:
-        return torch.matmul(w, x)
-    return torch.baddbmm(conv.bias[:, None], w.expand(x.shape[0], -1, -1), x)
-
-
-def descriptor_mlp(s: Tensor, fc1: nn.Conv2d, norm: nn.Module | None, act: nn.Module, fc2: nn.Conv2d) -> Tensor:
-    """``fc2(act(norm(fc1(s))))`` on an (N, C) descriptor, 1×1 convs as matrix products (:func:`conv1x1`).
-
-    ``norm`` (``None``: none) sees the hidden vector as an (N, C', 1, 1) map, so any 2-D norm layer
-    (BatchNorm2d, LayerNorm2d, GroupNorm) works; returns (N, C_out).
-    """
-    z = conv1x1(fc1, s)
-    if norm is not None and not isinstance(norm, nn.Identity):
-        n = s.shape[0]
-        z = norm(z.view(n, -1, 1, 1)).reshape(n, -1)
-    return conv1x1(fc2, act(z))
-
-
-def conv1d_taps(s: Tensor, weight: Tensor, bias: Tensor | None = None, padding: int = 0, dilation: int = 1) -> Tensor:
-    """A one-channel ``F.conv1d`` over the last axis of ``s`` (N, L), as k shifted multiply-adds.
-
-    Equal to ``F.conv1d(s[:, None], weight, bias, padding=padding, dilation=dilation)[:, 0]`` with ``weight``
-    (1, 1, k) and zero padding. ECA's k-tap conv over the channel descriptor runs as k tiny element-wise kernels
-    (≈ 2 µs each) instead of one conv call with ≈ 50 µs of fixed cost on a 2-core CPU. Kernels longer than
-    16 taps, other devices and exported graphs (ONNX, ``torch.export``: one Conv node) use ``F.conv1d``.
-    """
-    k = weight.shape[-1]
-    if k > 16 or s.device.type != "cpu" or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
-        return F.conv1d(s[:, None], weight, bias, padding=padding, dilation=dilation)[:, 0]
-    if padding:
-        s = F.pad(s, (padding, padding))
-    taps = weight.reshape(k)
-    out = s.shape[1] - dilation * (k - 1)
-    y = s[:, :out] * taps[0]
-    for j in range(1, k):
-        y = torch.addcmul(y, s[:, j * dilation:j * dilation + out], taps[j])
-    return y if bias is None else y + bias
 
 
 def bn_momentum(momentum: float) -> Callable[..., nn.Module]:

@@ -445,7 +445,10 @@ def insert(
     added = []
     for path, m, rule, c in plans:
         fk = _factory_kwargs(m)
-        attn = _build(factory, c, kwargs, fk).train(m.training)  # same mode as the network
+        try:
+            attn = _build(factory, c, kwargs, fk).train(m.training)  # same mode as the network
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"insert: building {label} for block {path!r} ({c} channels) failed: {e}") from e
         wrapped = False
         if zero_init and not _is_identity(attn, c, fk):
             attn = ZeroInit(attn, **fk).train(m.training)

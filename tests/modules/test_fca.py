@@ -158,7 +158,7 @@ def test_fca_low1_is_se_on_scaled_mean():
 
 def test_fca_bad_arguments():
     with pytest.raises(ValueError, match="MultiSpectralChannelAttention.*divisible"):
-        MultiSpectralChannelAttention(24)
+        MultiSpectralChannelAttention(24, freq_sel_method="low16")
     with pytest.raises(ValueError, match="freq_sel_method"):
         MultiSpectralChannelAttention(32, freq_sel_method="mid16")
     with pytest.raises(ValueError, match="dct_h"):
@@ -225,3 +225,13 @@ def test_fx_trace_and_hooks(kwargs):
         torch.testing.assert_close(traced, m(x), atol=1e-12, rtol=1e-12)
         assert fired == leaves
     assert isinstance(gm.fc1, nn.Linear)
+
+
+@pytest.mark.parametrize("c, method", [(16, "top16"), (24, "top8"), (40, "top8"), (18, "top2"), (440, "top8"),
+                                       (7, "top1")])
+def test_fca_default_frequencies_fit_any_width(c, method):
+    m = MultiSpectralChannelAttention(c)
+    assert m.freq_sel_method == method
+    assert m(torch.randn(2, c, 9, 9)).shape == (2, c, 9, 9)
+    with pytest.raises(ValueError, match="'top8' would work"):
+        MultiSpectralChannelAttention(24, freq_sel_method="top16")

@@ -17,6 +17,8 @@ size when exported, so an exported graph runs at every size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -59,7 +61,9 @@ class MultiSpectralChannelAttention(nn.Module):
         channels: C, input channels; must be divisible by the number of frequencies.
         dct_h: height of the DCT grid (official: 56, 28, 14, 7 by ResNet stage). Default: 7.
         dct_w: width of the DCT grid. Default: 7.
-        freq_sel_method: frequency selection, ``{top,low,bot}{1,2,4,8,16,32}``. Default: ``"top16"``.
+        freq_sel_method: frequency selection, ``{top,low,bot}{1,2,4,8,16,32}``. Default: None, i.e. the paper's
+            ``"top16"`` where 16 divides C, else the largest ``"top<n>"`` whose n divides C (C = 24 → ``"top8"``,
+            40 → ``"top8"``, 440 → ``"top8"``, 18 → ``"top2"``). An explicit value must divide C.
         rd_ratio: 1/r of the bottleneck (paper r = 16). Default: 1/16.
         rd_channels: bottleneck width, overriding ``rd_ratio``. Default: None.
         rd_divisor: ``None`` floors C·rd_ratio (official ``C // r``); an int rounds as in timm.
@@ -82,7 +86,7 @@ class MultiSpectralChannelAttention(nn.Module):
         *,
         dct_h: int = 7,
         dct_w: int = 7,
-        freq_sel_method: str = "top16",
+        freq_sel_method: str | None = None,
         rd_ratio: float = 1 / 16,
         rd_channels: int | None = None,
         rd_divisor: int | None = None,
@@ -95,12 +99,15 @@ class MultiSpectralChannelAttention(nn.Module):
         super().__init__()
         name = type(self).__name__
         check_positive(name, channels=channels, dct_h=dct_h, dct_w=dct_w)
+        if freq_sel_method is None:  # the paper's top16, or the largest top-n set that splits C evenly
+            freq_sel_method = f"top{math.gcd(channels, 16)}"
         if freq_sel_method not in FREQ_METHODS:
             raise ValueError(f"{name}: freq_sel_method must be one of {list(FREQ_METHODS)}, got {freq_sel_method!r}")
         num_freq = len(freq_indices(freq_sel_method)[0])
         if channels % num_freq:
+            fits = f"{freq_sel_method[:3]}{math.gcd(channels, num_freq)}"
             raise ValueError(f"{name}: channels ({channels}) must be divisible by the number of frequencies "
-                             f"({num_freq} for freq_sel_method={freq_sel_method!r})")
+                             f"({num_freq} for freq_sel_method={freq_sel_method!r}); {fits!r} would work")
         rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
         self.channels = channels

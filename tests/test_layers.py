@@ -1,10 +1,8 @@
-"""Export fixes for FcaNet and SRM: the export-friendly adaptive pooling helper, and ONNX parity at every size.
+"""``plugattn._layers``: the shared primitives.
 
-- ``plugattn._layers.adaptive_avg_pool2d`` pools with bin matrices built from ``x.shape`` when exported; its
-  bin form is checked against ``F.adaptive_avg_pool2d`` (the independent formulation) for many sizes, inputs
-  smaller than the output and 1×1 included, values and gradients.
-- ``fca`` (adaptive pooling to the DCT grid) and ``srm`` (std with divisor max(H·W − 1, 1)) exported once with
-  dynamic batch/height/width must match eager in onnxruntime at sizes the export never saw.
+``adaptive_avg_pool2d`` pools with bin matrices built from ``x.shape`` when exported; its bin form is checked
+against ``F.adaptive_avg_pool2d`` and a loop written from the definition, for many sizes (inputs smaller than
+the output and 1×1 included), values and gradients, and in ONNX at sizes the export never saw.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
+from helpers import rand
 from plugattn._layers import _adaptive_avg_pool2d_bins, adaptive_avg_pool2d
-from plugattn.export import export_onnx, onnx_max_error
-from plugattn.modules.srm import style_pool
-from helpers import rand, randomize_
+from plugattn.export import export_onnx
 
 HEIGHTS = [1, 2, 3, 5, 7, 13, 14, 17, 56, 100]
 WIDTHS = [1, 3, 7, 9, 28]
@@ -163,69 +160,28 @@ def test_helper_onnx_at_every_size(tmp_path):
                                    msg=f"{n}x{h}x{w}")
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"dct_h": 14, "dct_w": 7, "freq_sel_method": "low8"}], ids=str)
-def test_fca_onnx_parity(tmp_path, kwargs):
-    _ort()
-    torch.manual_seed(0)
-    m = randomize_(plugattn.create("fca", 32, **kwargs), seed=1).eval()
-    path = export_onnx(m, tmp_path / "fca.onnx", size=(12, 10))
-    for n, h, w in ONNX_SIZES:
-        x = rand(n, 32, h, w, seed=h + w)
-        err = onnx_max_error(path, m, x, relative=True)
-        assert err <= 1e-5, f"{n}x{h}x{w}: {err:.1e}"
+def test_largest_divisor_and_reduced_width():
+    from plugattn._layers import largest_divisor, reduced_width
+
+    for n in range(1, 200):
+        for cap in (1, 7, 32, 64):
+            g = largest_divisor(n, cap)
+            assert n % g == 0 and g <= cap and all(n % k for k in range(g + 1, min(n, cap) + 1))
+    assert reduced_width("M", 64, 1 / 16) == 4 and reduced_width("M", 64, 1 / 16, rd_divisor=8) == 8
+    assert reduced_width("M", 8, 1 / 16) == 1 and reduced_width("M", 64, 0.5, rd_channels=3) == 3
+    for bad in (0, -0.5):
+        with pytest.raises(ValueError, match="M: rd_ratio"):
+            reduced_width("M", 64, bad)
+    with pytest.raises(ValueError, match="M: rd_channels"):
+        reduced_width("M", 64, 0.25, rd_channels=0)
 
 
-def test_srm_onnx_parity(tmp_path):
-    ort = _ort()
-    torch.manual_seed(0)
-    m = randomize_(plugattn.create("srm", 16), seed=2).eval()
-    path = export_onnx(m, tmp_path / "srm.onnx", size=(12, 10))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for n, h, w in ONNX_SIZES:
-        x = rand(n, 16, h, w, seed=h + w)
-        err = onnx_max_error(path, m, x, relative=True)
-        assert err <= 1e-5, f"{n}x{h}x{w}: {err:.1e}"
-    # 1×1: std 0, so only the mean term of the CFC remains (the official layer gives NaN here)
-    x1 = rand(3, 16, 1, 1, seed=5)
-    got = torch.from_numpy(sess.run(None, {"x": x1.numpy()})[0])
-    with torch.no_grad():
-        z = (x1[:, :, 0, 0] * m.cfc[:, 0])[:, :, None, None]
-        want = x1 * torch.sigmoid(m.bn(z))
-    assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+def test_check_input_dtype_policy():
+    from plugattn._layers import check_input
 
-
-# --- SRM's style pooling from the shape --------------------------------------------------------------------------
-
-
-def test_srm_style_pool_divisor_and_gradient():
-    for h, w in [(1, 1), (1, 2), (3, 4), (7, 5)]:
-        x = rand(2, 5, h, w, seed=h * w, dtype=torch.float64).requires_grad_()
-        flat = x.detach().reshape(2, 5, h * w)
-        mean = flat.sum(-1) / (h * w)
-        std = ((flat - mean[..., None]) ** 2).sum(-1).div(max(h * w - 1, 1)).sqrt()
-        t = style_pool(x)
-        torch.testing.assert_close(t.detach(), torch.stack((mean, std), -1), atol=1e-12, rtol=1e-12)
-        g, = torch.autograd.grad(t.sum(), x)
-        assert torch.isfinite(g).all()
-        if h * w > 1:
-            assert torch.autograd.gradcheck(style_pool, (x,))
-    # zero variance (1×1 or a constant channel): the std contributes gradient 0, like torch.std, never NaN
-    x = torch.full((1, 2, 3, 3), 0.5, dtype=torch.float64, requires_grad=True)
-    g, = torch.autograd.grad(style_pool(x)[..., 1].sum(), x)
-    assert torch.equal(g, torch.zeros_like(g))
-    x = rand(2, 3, 1, 1, seed=9).requires_grad_()
-    g, = torch.autograd.grad(style_pool(x)[..., 1].sum(), x)
-    assert torch.equal(g, torch.zeros_like(g))
-
-
-@pytest.mark.parametrize("name", ["fca", "srm"])
-def test_torchscript_exporter_follows_the_input_size(tmp_path, name):
-    """The deprecated exporter traces shapes as tensors: the pooling bins and SRM's divisor must follow them."""
-    _ort()
-    torch.manual_seed(0)
-    m = randomize_(plugattn.create(name, 32), seed=3).eval()
-    path = export_onnx(m, tmp_path / f"{name}.onnx", size=(12, 10), dynamo=False)
-    for n, h, w in [(2, 12, 10), (3, 13, 17), (1, 7, 5), (1, 1, 1)]:
-        err = onnx_max_error(path, m, rand(n, 32, h, w, seed=h), relative=True)
-        assert err <= 1e-5, f"{n}x{h}x{w}: {err:.1e}"
+    m = plugattn.create("se", 8)
+    with pytest.raises(TypeError, match=r"SqueezeExcite.*float64.*module.to\(torch.float64\)"):
+        check_input(m, torch.zeros(1, 8, 2, 2, dtype=torch.float64), 8)
+    check_input(plugattn.create("simam", 8), torch.zeros(1, 8, 2, 2, dtype=torch.float64), 8)  # no parameters
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        check_input(m, torch.zeros(1, 8, 2, 2, dtype=torch.bfloat16), 8)  # autocast casts inside the ops
