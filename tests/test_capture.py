@@ -30,9 +30,9 @@ def test_every_module_outputs_unchanged_and_maps_recorded(name):
     for a, b in zip(out, ref):
         assert torch.equal(a, b)
     gates = {p for p, sub in m.named_modules() if isinstance(sub, Gate)}
-    assert maps and set(maps) <= gates
+    assert maps and {k.split("#")[0] for k in maps} <= gates
     for v in maps.values():
-        assert not v.requires_grad and v.shape[0] % 2 == 0  # grouped modules fold groups into the batch
+        assert not v.requires_grad and v.shape[0] == 2  # the module's batch, groups unfolded
     full = [k for k, v in maps.items() if v.shape[-2:] == (7 * 5, 7 * 5)]
     assert not full, f"{name}: capture recorded a whole HW x HW matrix at {full}"
     assert no_hooks(m)
@@ -46,7 +46,7 @@ def test_se_channel_weights_match_reference():
         s = x.mean((2, 3), keepdim=True)
         ref = torch.sigmoid(F.conv2d(F.relu(F.conv2d(s, m.fc1.weight, m.fc1.bias)), m.fc2.weight, m.fc2.bias))
     assert list(maps) == ["gate"]
-    torch.testing.assert_close(maps["gate"], ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(maps["gate"], ref.flatten(1), atol=1e-6, rtol=1e-6)  # (N, C)
 
 
 def _pam_rows(m: nn.Module, x: torch.Tensor, idx: list[int]) -> torch.Tensor:
@@ -87,8 +87,8 @@ def test_network_with_several_modules():
         with capture(model, query=(1, 1)) as maps:
             out = model(x)
     assert torch.equal(out, ref) and no_hooks(model)
-    se_keys = [k for k in maps if maps[k].shape[-2:] == (1, 1)]
-    assert len(se_keys) == 8 and all(k.endswith("attn.attn.gate") for k in se_keys)
+    se_keys = [k for k in maps if maps[k].dim() == 2]
+    assert len(se_keys) == 8 and all(k.endswith("attn.gate") and "attn.attn" not in k for k in se_keys)
     pam = {k: v for k, v in maps.items() if k not in se_keys}
     assert sorted(pam) == ["layer3.1.bn2.attn.gate", "layer4.0.bn2.attn.gate"]  # wraps the SE-wrapped bn2
     assert pam["layer3.1.bn2.attn.gate"].shape == (2, 1, 4, 4)  # 64 / 16
@@ -143,3 +143,51 @@ def test_non_local_rows_not_matrix(sub_sample):
     grid = (4, 3) if sub_sample else (8, 6)
     assert rows.shape == (2, 1, *grid)
     torch.testing.assert_close(rows.flatten(2), expected.detach(), atol=1e-6, rtol=1e-5)
+
+
+LAYOUTS = {  # module → {gate path: shape of its map} for input (2, 16, 7, 5)
+    "se": {"gate": (2, 16)},
+    "cbam": {"channel.gate": (2, 16), "spatial.attn.gate": (2, 7, 5)},
+    "coord": {"gate_h": (2, 16, 7), "gate_w": (2, 16, 5)},
+    "sk": {"gate": (2, 2, 16)},
+    "ema": {"channel_gate": (2, 16), "channel_gate#2": (2, 16)},
+}
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_one_layout_per_kind(name):
+    m = build(name, 16)
+    with torch.no_grad(), capture(m) as maps:
+        m(rand(2, 16, 7, 5, seed=8))
+    got = {k: tuple(v.shape) for k, v in maps.items() if k in LAYOUTS[name]}
+    assert got == LAYOUTS[name], {k: tuple(v.shape) for k, v in maps.items()}
+
+
+def test_coordinate_maps_are_the_applied_weights():
+    m = build("coord", 16)
+    x = rand(2, 16, 7, 5, seed=9)
+    with torch.no_grad(), capture(m) as maps:
+        y = m(x)
+    torch.testing.assert_close(y, x * maps["gate_h"][..., None] * maps["gate_w"][:, :, None, :])
+
+
+def test_every_call_is_kept():
+    m = build("ema", 16)
+    with torch.no_grad(), capture(m) as maps:
+        m(rand(2, 16, 7, 5, seed=10))
+        n = len(maps)
+        m(rand(2, 16, 7, 5, seed=11))  # a second forward replaces, it does not add
+    assert len(maps) == n and any("#2" in k for k in maps)
+
+
+def test_overlay():
+    from plugattn.analysis.capture import overlay
+
+    img = torch.zeros(1, 8, 8)
+    a = torch.zeros(2, 2)
+    a[0, 0] = 1.0  # high attention top-left: red there, blue bottom-right
+    out = overlay(img, a, alpha=1.0)
+    assert out.shape == (3, 8, 8) and out.min() >= 0 and out.max() <= 1
+    assert out[0, 0, 0] > out[2, 0, 0] and out[2, -1, -1] > out[0, -1, -1]
+    with pytest.raises(ValueError, match="attention"):
+        overlay(img, torch.zeros(1, 2, 2))

@@ -357,11 +357,11 @@ def test_viz_keeps_both_coordinate_attention_gates():
     maps = collect(model, torch.randn(2, 1, 28, 20))
     h.remove()
     a_h, a_w = maps["layers.0.attn.gate_h"], maps["layers.0.attn.gate_w"]
-    assert a_h.shape == (2, 16, 14, 1) and a_w.shape == (2, 16, 10, 1)
+    assert a_h.shape == (2, 16, 14) and a_w.shape == (2, 16, 10)
     x, y = seen[0]
-    torch.testing.assert_close(y, x * a_h * a_w.transpose(2, 3))  # the paper's y = x · a_h · a_w
+    torch.testing.assert_close(y, x * a_h[..., None] * a_w[:, :, None, :])  # the paper's y = x · a_h · a_w
     what, m = spatial_maps(maps)["layers.0"]
-    torch.testing.assert_close(m, (a_h * a_w.transpose(2, 3)).mean(1))
+    torch.testing.assert_close(m, (a_h[..., None] * a_w[:, :, None, :]).mean(1))
 
 
 def test_same_config_tolerates_last_bit_float_differences_only():

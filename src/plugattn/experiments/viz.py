@@ -23,10 +23,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..analysis.capture import capture, query_indices
+from ..analysis.capture import capture, overlay, query_indices
 from .data import ImageData, load_dataset, normalize
 from .train import Recipe, build_model, load_checkpoint
 
@@ -73,31 +72,41 @@ def spatial_maps(maps: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
     for stage, d in by_stage.items():
         for k, v in d.items():
             if k.endswith("spatial.attn.gate") or k.endswith("spatial.gate"):
-                out[stage] = ("CBAM spatial gate", v[:, 0])
+                out[stage] = ("CBAM spatial gate", v)
             elif k.endswith(".hw.gate"):
-                out[stage] = ("Triplet H-W branch gate", v[:, 0])
+                out[stage] = ("Triplet H-W branch gate", v)
             elif "pam" in k and v.dim() == 4:
                 out[stage] = ("position attention of the centre query", v[:, 0])
             elif k.endswith("attn.gate") and v.dim() == 4 and v.shape[-1] > 1 and v.shape[-2] > 1 and any(
                     kk.endswith("row_gate") for kk in d):
                 out[stage] = ("SeaFormer output gate, mean over channels", v.mean(1))
-        # Coordinate attention: gate_h gives a_h (N, C, H, 1), gate_w gives a_w before its transpose (N, C, W, 1)
+        # Coordinate attention: gate_h gives a_h (N, C, H), gate_w gives a_w (N, C, W)
         pairs = [(v, d[k[:-1] + "w"]) for k, v in d.items() if k.endswith(".gate_h") and k[:-1] + "w" in d]
         if stage not in out and len(pairs) == 1:
             a_h, a_w = pairs[0]
-            out[stage] = ("Coordinate attention a_h·a_w, mean over channels", (a_h * a_w.transpose(2, 3)).mean(1))
+            out[stage] = ("Coordinate attention a_h·a_w, mean over channels",
+                          (a_h[..., None] * a_w[:, :, None, :]).mean(1))
     return out
 
 
-def channel_weights(maps: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
-    """Per gate: (label, (N, C) weights) for gates that weight channels (and SK's per-branch weights)."""
+def channel_weights(maps: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, tuple[str, Tensor]]:
+    """Per gate: (label, (N, C) weights) for gates that weight channels, and (N, M, C) for the gates of
+    multi-branch modules in ``model`` (SK: a softmax over its ``paths``).
+    """
     out = {}
     for k, v in maps.items():
-        if v.dim() == 2 or (v.dim() == 4 and v.shape[-1] == 1 and v.shape[-2] == 1):
-            out[k] = ("channel weights", v.reshape(v.shape[0], -1))
-        elif v.dim() == 5 and v.shape[-1] == 1 and v.shape[-2] == 1:  # SK: (N, M, C, 1, 1) softmax over branches
-            out[k] = ("branch weights", v.flatten(2))
+        if v.dim() == 2:
+            out[k] = ("channel weights", v)
+        elif v.dim() == 3 and model is not None and _has_paths(model, k):
+            out[k] = ("branch weights", v)
     return out
+
+
+def _has_paths(model: nn.Module, gate_path: str) -> bool:
+    try:
+        return hasattr(model.get_submodule(gate_path.split("#")[0].rsplit(".", 1)[0]), "paths")
+    except AttributeError:
+        return False
 
 
 def _branch_names(model: nn.Module, gate_path: str, n: int) -> list[str]:
@@ -131,11 +140,8 @@ def _show_image(ax, img: Tensor) -> None:
         ax.imshow(im)
 
 
-def _overlay(ax, img: Tensor, m: Tensor, vmin: float | None = None, vmax: float | None = None):
-    h, w = img.shape[-2:]
-    up = F.interpolate(m[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    _show_image(ax, img)
-    return ax.imshow(up.numpy(), cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+def _overlay(ax, img: Tensor, m: Tensor) -> None:
+    ax.imshow(overlay(img, m).permute(1, 2, 0).numpy())
 
 
 def _plt():
@@ -232,7 +238,7 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
                      "attention (query position × key position), averaged over heads and images."})
 
     # channel weights per class: top row the per-class means, bottom row their deviation from the mean over classes
-    cw = channel_weights(maps)
+    cw = channel_weights(maps, model)
     if cw:
         keys = sorted(cw)
         fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6.0), squeeze=False)
