@@ -227,3 +227,39 @@ def test_extra_repr_shows_channels(name):
     c = channel_counts(name)[0]
     text = build(name, c).extra_repr()
     assert f"={c}" in text and "channels" in text, f"{name}: extra_repr {text!r} does not show the channels"
+
+
+# ---- dtype policy, empty batches, reduction widths ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dtype_policy(name):
+    """Input of another dtype than the parameters: a TypeError naming module.to; parameter-free: input's dtype."""
+    m = build(name)
+    c = channel_counts(name)[0]
+    for dtype in (torch.float64, torch.bfloat16, torch.float16):
+        x = rand(2, c, 5, 4, seed=15, dtype=dtype)
+        if any(True for _ in m.parameters()):
+            with pytest.raises(TypeError, match=rf"{type(m).__name__}.*module\.to\({dtype}\)"):
+                m(x)
+        elif dtype != torch.float16:  # float16 kernels are not all on CPU
+            with torch.no_grad():
+                assert all(t.dtype == dtype for t in as_tuple(m(x)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch(name):
+    m = build(name).train()
+    c = channel_counts(name)[0]
+    x = rand(3, c, 6, 5, seed=16)[:0]
+    with torch.no_grad():
+        want = [t.shape[1:] for t in as_tuple(build(name)(rand(1, c, 6, 5, seed=16)))]
+        for mode in (m.eval(), m.train()):
+            ys = as_tuple(mode(x))
+            assert [t.shape[1:] for t in ys] == want and all(t.shape[0] == 0 for t in ys)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "rd_ratio" in inspect.signature(plugattn.get(n)).parameters])
+def test_zero_reduction_ratio_raises(name):
+    with pytest.raises(ValueError, match="rd_ratio"):
+        plugattn.create(name, 32, rd_ratio=0, **SETTINGS.get(name, {}).get("kwargs", {}))

@@ -167,7 +167,7 @@ def attention_blockwise(
     n, length, keys = q.shape[0], q.shape[1], k.shape[2]
     if is_plain(q) or (block_budget is None and query_block is None):
         return attention_plain(q, k, v, gate, scale)
-    rows = query_block or max(1, block_budget // (n * keys * q.element_size()))
+    rows = query_block or max(1, block_budget // max(1, n * keys * q.element_size()))
     if rows >= length:
         return attention_plain(q, k, v, gate, scale)
     out = v.new_empty(n, v.shape[1], length)  # (N, Cv, L)

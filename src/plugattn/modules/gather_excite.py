@@ -126,8 +126,8 @@ class GatherExcite(nn.Module):
                     self.gather.add_module(f"act{i + 1}", get_layer(act_layer, arg_name="act_layer"))
         else:
             self.gather = None
+        rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)  # checked even if unused
         if use_mlp:
-            rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)
             self.fc1 = PointwiseConv2d(channels, rd_channels, bias=True, **dd)
             self.act = get_layer(act_layer, arg_name="act_layer")
             self.fc2 = PointwiseConv2d(rd_channels, channels, bias=True, **dd)
