@@ -61,7 +61,8 @@ def main() -> int:
     rows = network_overhead(args.names or None, network=args.network, batch=args.batch, size=args.size,
                             rounds=args.rounds, verbose=True)
     head = (f"{args.network}, batch {args.batch}, {args.size}×{args.size}, train step, min of {args.rounds} rounds; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{platform.processor() or platform.machine()}")
     text = "\n".join([head, "", overhead_table(rows), "", *check(rows)])
     print(text)
     if args.md:

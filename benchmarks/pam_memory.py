@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import reference  # noqa: E402
+from baselines import explicit_pam  # noqa: E402
 
 from plugattn.analysis.memory import _status_kib  # noqa: E402
 
@@ -48,11 +48,6 @@ def _rss_mib() -> float:
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def explicit_pam(m, x):
-    """The official PAM_Module forward with our module's weights: the whole (H·W)² matrix at once."""
-    return reference("danet_pam", m, x)
 
 
 def sdpa_pam(m, x):

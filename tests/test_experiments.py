@@ -22,7 +22,7 @@ import torch.nn as nn
 import plugattn
 from plugattn.experiments import compare as cmp
 from plugattn.experiments import train as tr
-from plugattn.experiments.data import (DataNotFoundError, ImageData, augment, balanced_subset, load_dataset)
+from plugattn.experiments.data import DataNotFoundError, ImageData, augment, balanced_subset, load_dataset
 from plugattn.experiments.models import BasicBlock, resnet
 
 
@@ -191,7 +191,7 @@ def test_training_is_deterministic_per_seed(tiny, tmp_path):
     r = tiny_recipe(epochs=2)
     a = tr.train_run("eca", 3, tiny, r, out_dir=tmp_path / "a", progress=False)
     b = tr.train_run("eca", 3, tiny, r, out_dir=tmp_path / "b", progress=False)
-    c = tr.train_run("eca", 4, tiny, r, out_dir=tmp_path / "c", progress=False)
+    tr.train_run("eca", 4, tiny, r, out_dir=tmp_path / "c", progress=False)
     wa, wb, wc = (tr.load_checkpoint(tmp_path / s / "final.pt")["model"] for s in "abc")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a["test_acc"] == b["test_acc"]

@@ -1,66 +1,62 @@
-"""The fast paths of ``plugattn._kernels`` against their plain twins, and as ordinary layers."""
+"""``plugattn._kernels``: blockwise attention against its plain twin (values, gate calls, gradients)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torch.nn.utils.prune as prune
 
 from helpers import rand
-from plugattn._kernels import ChannelConv1d, PointwiseConv2d, pointwise_fast, pointwise_plain, taps_fast, taps_plain
+from plugattn._kernels import attention_blockwise, attention_plain, is_plain
+from plugattn._layers import Gate
+
+F64 = torch.float64
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_pointwise_fast_equals_conv(bias):
-    w, b = rand(6, 10, 1, 1, seed=1), rand(6, seed=2) if bias else None
-    x = rand(3, 10, 1, 1, seed=3, dtype=torch.float64)
-    want = F.conv2d(x, w.double(), None if b is None else b.double())
-    torch.testing.assert_close(pointwise_fast(x, w.double(), None if b is None else b.double()), want)
-    torch.testing.assert_close(pointwise_plain(x, w.double(), None if b is None else b.double()), want)
+def assert_close(a, b, dtype=F64):
+    torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("k, padding, dilation", [(1, 0, 1), (3, 1, 1), (5, 2, 1), (3, 2, 2), (7, 0, 1)])
-def test_taps_fast_equals_conv1d(k, padding, dilation):
-    w = rand(1, 1, k, seed=4, dtype=torch.float64)
-    s = rand(4, 1, 19, seed=5, dtype=torch.float64)
-    for bias in (None, rand(1, seed=6, dtype=torch.float64)):
-        want = F.conv1d(s, w, bias, padding=padding, dilation=dilation)
-        torch.testing.assert_close(taps_fast(s, w, bias, padding, dilation), want)
-        torch.testing.assert_close(taps_plain(s, w, bias, padding, dilation), want)
+def gate_calls(gate):
+    seen = []
+    gate.register_forward_hook(lambda mod, inp, out: seen.append(out.detach().clone()))
+    return seen
 
 
-def test_pointwise_conv_is_an_ordinary_conv():
-    conv = PointwiseConv2d(8, 4)
-    ref = nn.Conv2d(8, 4, 1)
-    ref.load_state_dict(conv.state_dict())  # same keys and shapes as nn.Conv2d
-    for shape in [(2, 8, 1, 1), (2, 8, 3, 5)]:
-        x = rand(*shape, seed=7)
-        torch.testing.assert_close(conv(x), ref(x))
-    calls = []
-    conv.register_forward_hook(lambda *a: calls.append(1))
-    prune.l1_unstructured(conv, "weight", amount=0.5)
-    with torch.no_grad():
-        conv.weight_orig.mul_(3)
-        x = rand(2, 8, 1, 1, seed=8)
-        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight_orig * conv.weight_mask, conv.bias))
-    assert calls == [1]
+@pytest.mark.parametrize("scale", [None, 0.25])
+@pytest.mark.parametrize("blocks", [{"query_block": 1}, {"query_block": 4}, {"block_budget": 1},
+                                    {"block_budget": 2 * 35 * 8 * 10}, {"block_budget": None}], ids=str)
+def test_blockwise_kernel_equals_plain_twin(scale, blocks):
+    q, k, v = rand(2, 23, 3, seed=1, dtype=F64), rand(2, 3, 35, seed=2, dtype=F64), rand(2, 6, 35, seed=3, dtype=F64)
+    gate = Gate("softmax", dim=-1)
+    seen = gate_calls(gate)
+    want = attention_plain(q, k, v, gate, scale)
+    seen.clear()
+    got = attention_blockwise(q, k, v, gate, scale, **blocks)
+    assert_close(got, want, F64)
+    rows = blocks.get("query_block") or (1 if blocks.get("block_budget") == 1 else 10 if blocks.get("block_budget")
+                                         else 23)
+    assert [t.shape[1] for t in seen] == [min(rows, 23 - i) for i in range(0, 23, rows)]
+    # the twin is the formula: softmax(scale · q k) contracted with v
+    logits = torch.einsum("nld,nds->nls", q, k) * (1.0 if scale is None else scale)
+    assert_close(want, torch.einsum("ncs,nls->ncl", v, torch.softmax(logits, -1)), F64)
 
 
-def test_channel_conv_is_an_ordinary_conv1d():
-    conv = ChannelConv1d(5)
-    ref = nn.Conv1d(1, 1, 5, padding=2, bias=False)
-    ref.load_state_dict(conv.state_dict())
-    x = rand(3, 1, 12, seed=9)
-    torch.testing.assert_close(conv(x), ref(x))
-    gm = torch.fx.symbolic_trace(conv)
-    assert any(n.target is F.conv1d or "conv" in str(n.target) for n in gm.graph.nodes)
-    torch.testing.assert_close(gm(x), ref(x))
+@pytest.mark.parametrize("grad_checkpoint", [False, True])
+def test_blockwise_kernel_gradients_equal_plain_twin(grad_checkpoint):
+    gate = Gate("softmax", dim=-1)
+    tensors = [rand(2, 17, 3, seed=4, dtype=F64), rand(2, 3, 11, seed=5, dtype=F64), rand(2, 5, 11, seed=6, dtype=F64)]
+    a = [t.clone().requires_grad_() for t in tensors]
+    b = [t.clone().requires_grad_() for t in tensors]
+    seed = rand(2, 5, 17, seed=7, dtype=F64)
+    (attention_blockwise(*a, gate, 0.5, query_block=4, grad_checkpoint=grad_checkpoint) * seed).sum().backward()
+    (attention_plain(*b, gate, 0.5) * seed).sum().backward()
+    for ta, tb in zip(a, b):
+        assert_close(ta.grad, tb.grad, F64)
 
 
-def test_pointwise_conv_traces_to_the_plain_twin():
-    conv = PointwiseConv2d(8, 4)
-    gm = torch.fx.symbolic_trace(conv)
-    x = rand(2, 8, 1, 1, seed=10)
-    torch.testing.assert_close(gm(x), conv(x))
+def test_is_plain_under_tracing_only():
+    x = torch.zeros(1)
+    assert not is_plain(x)
+    traced = []
+    torch.fx.symbolic_trace(lambda t: traced.append(is_plain(t)) or t)
+    assert traced == [True]

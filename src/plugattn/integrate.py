@@ -202,7 +202,7 @@ def _append(child: str) -> Callable[[nn.Module, nn.Module], str]:
 
 
 def _timm_se_slot(last: str) -> Callable[[nn.Module, nn.Module], str]:
-    """timm ResNet blocks apply ``self.se`` (None by default) right after the last norm."""
+    """Timm ResNet blocks apply ``self.se`` (None by default) right after the last norm."""
 
     def fn(block: nn.Module, attn: nn.Module) -> str:
         if getattr(block, "se", None) is None:
@@ -214,7 +214,7 @@ def _timm_se_slot(last: str) -> Callable[[nn.Module, nn.Module], str]:
 
 
 def _timm_effnet(last: str) -> Callable[[nn.Module, nn.Module], str]:
-    """timm EfficientNet blocks: before ``drop_path`` when there is a skip (no key changes), else after ``last``."""
+    """Timm EfficientNet blocks: before ``drop_path`` when there is a skip (no key changes), else after ``last``."""
 
     def fn(block: nn.Module, attn: nn.Module) -> str:
         if getattr(block, "has_skip", False):

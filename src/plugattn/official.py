@@ -95,7 +95,8 @@ def from_official(name: str, state_dict: Mapping[str, Any] | None = None, **offi
     module, key_map, *prepare = converter(**official_kwargs)
     if state_dict is None:
         return module
-    return load_converted(module, state_dict, key_map, prepare[0] if prepare else None, owner=f"from_official({name!r})")
+    prepare_fn = prepare[0] if prepare else None
+    return load_converted(module, state_dict, key_map, prepare_fn, owner=f"from_official({name!r})")
 
 
 def _signature_text(fn: Callable[..., Any]) -> str:
@@ -110,7 +111,8 @@ def unwrap_state_dict(state_dict: Mapping[str, Any], owner: str = "from_official
     that is neither a tensor nor an array raises ``TypeError`` naming its key.
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"{owner}: expected a state_dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+        raise TypeError(f"{owner}: expected a state_dict (a mapping of names to tensors), "
+                        f"got {type(state_dict).__name__}")
     for wrapper in ("state_dict", "model", "model_state", "model_state_dict"):
         if wrapper in state_dict and isinstance(state_dict[wrapper], Mapping):
             _log.info("%s: using the checkpoint's %r entry", owner, wrapper)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TOL, LargestTensor, PeakLive, rand, randomize_
 
 import plugattn
+from helpers import TOL, LargestTensor, PeakLive, rand, randomize_
 from plugattn._layers import Gate
 from plugattn.modules.non_local import NonLocal
 

@@ -1,7 +1,7 @@
 """SE and eSE (plugattn.modules.se) against plain formulations of the official code, and timm's classes.
 
 The references apply the module's weights with ``F.conv2d`` on the pooled map, the way the Caffe SE (timm's
-legacy ``senet.SEModule``) and VoVNet's ``eSEModule`` do, independently of the module's matrix-product path.
+legacy ``senet.SEModule``) and VoVNet's ``eSEModule`` do.
 """
 
 from __future__ import annotations

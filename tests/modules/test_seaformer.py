@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import TOL, rand, randomize_
 
 import plugattn
+from helpers import TOL, rand, randomize_
 from plugattn.modules.seaformer import DropPath, SeaAttention, SeaFormerBlock, resample_pos_embed
 
 GOLDENS = Path(__file__).resolve().parents[1] / "goldens"

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.fx
 import torch.nn as nn
-from helpers import rand, randomize_
 
 import plugattn
+from helpers import rand, randomize_
 from plugattn._layers import Gate
 from plugattn.space import MLP, ComposedAttention, Multiply, Pool, compose
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.fx
-from helpers import rand, randomize_
 
 import plugattn
+from helpers import rand, randomize_
 from plugattn.space import PRESETS, list_presets, load_named_state_dict, preset, space_table
 from plugattn.space.presets import SPACE_MAP
 

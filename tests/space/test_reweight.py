@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.fx
 import torch.nn as nn
-from helpers import rand, randomize_
 
+from helpers import rand, randomize_
 from plugattn._layers import Gate
 from plugattn.space import Add, Multiply, Parallel, Residual, Series, SpatialSoftmax, compose, make_gate
 

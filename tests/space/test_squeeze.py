@@ -8,8 +8,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import rand, randomize_
 
+from helpers import rand, randomize_
 from plugattn._layers import Gate, freq_indices
 from plugattn.space import AttentionPool, ClusterPool, ConvPool, DCTPool, GeMPool, LinearPool, Pool
 

@@ -9,9 +9,9 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import rand, randomize_
 
 import plugattn
+from helpers import rand, randomize_
 from plugattn.space import ClusterSE, MultiScaleECA
 
 C = 32

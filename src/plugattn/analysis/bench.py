@@ -93,8 +93,9 @@ def time_interleaved(
 
 
 def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:
-    """Median over rounds of ``time[num] / time[den]`` from :func:`time_interleaved` (the two were timed in the
-    same round, so a drift of the machine between rounds cancels).
+    """Median over rounds of ``time[num] / time[den]`` from :func:`time_interleaved`.
+
+    The two were timed in the same round, so a drift of the machine between rounds cancels.
     """
     return statistics.median(a / b for a, b in zip(timings[num]["times"], timings[den]["times"]))
 
@@ -227,7 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-backward", action="store_true", help="skip forward+backward timing")
     parser.add_argument("--network", metavar="NET", help="instead: overhead of each module inserted in every block "
-                        "of this torchvision network (e.g. resnet50) in a training step, next to timm's and a floor gate")
+                        "of this torchvision network (e.g. resnet50) in a training step, next to timm's and a "
+                        "floor gate")
     parser.add_argument("--batch", type=int, default=4, help="--network: batch size")
     parser.add_argument("--size", type=int, default=160, help="--network: input height and width")
     parser.add_argument("--rounds", type=int, default=5, help="--network: timing rounds (minimum taken)")

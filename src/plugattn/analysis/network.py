@@ -24,7 +24,7 @@ __all__ = ["FloorGate", "timm_factories", "network_overhead", "overhead_table"]
 
 
 class FloorGate(nn.Module):
-    """The cheapest channel gate, :math:`y = x \\cdot \\sigma(\\mathrm{mean}_{HW}(x))`: the overhead floor."""
+    r"""The cheapest channel gate, :math:`y = x \cdot \sigma(\mathrm{mean}_{HW}(x))`: the overhead floor."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -63,7 +63,7 @@ def timm_factories() -> dict[str, Callable[[int], nn.Module]]:
         "cbam": lambda c: CbamModule(c, rd_channels=c // 16, mlp_bias=True),
         "coord": lambda c: CoordAttn(c, rd_channels=max(8, c // 32), bias=True),
         "gc": lambda c: GlobalContext(c, fuse_add=True, fuse_scale=False, rd_ratio=1 / 16),
-        "ge": lambda c: GatherExcite(c),
+        "ge": lambda c: GatherExcite(c, use_mlp=False),  # ours: parameter-free by default
         "sk": lambda c: SelectiveKernel(c),
     }
 

@@ -129,7 +129,8 @@ def _mean_std(r: dict) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     base = next((r for r in rows if r["module"] == "baseline"), None)
-    lines = ["| module | kind | params | Δparams | FLOPs | CPU latency (ms) | test acc (%) | Δ vs baseline (pp) | train time / run (s) |",
+    lines = ["| module | kind | params | Δparams | FLOPs | CPU latency (ms) | test acc (%) | Δ vs baseline (pp) "
+             "| train time / run (s) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         dp = "" if base is None or r is base else f"+{_human(r['params'] - base['params'])}"
@@ -188,7 +189,7 @@ def write_report(summary: dict, out: Path) -> list[Path]:
         if base is not None:
             ax.axhspan(base["acc_mean"] - base["acc_std"], base["acc_mean"] + base["acc_std"], color="0.88", zorder=0)
             ax.axhline(base["acc_mean"], color="0.5", lw=1, zorder=0)
-        for i, r in enumerate(ranked[::-1]):  # legend from best to worst
+        for r in ranked[::-1]:  # legend from best to worst
             c = "k" if r["module"] == "baseline" else f"C{ranked.index(r) % 10}"
             ax.errorbar(r[key], r["acc_mean"], yerr=r["acc_std"], fmt="D", capsize=3, color=c, ms=5, label=r["module"])
         ax.set_xscale("log")
@@ -260,8 +261,8 @@ def compare(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``plugattn compare``."""
     parser.add_argument("--modules", "-m", nargs="+", default=list(DEFAULT_MODULES),
-                        help="registry names; 'all' = the seed modules (se eca sk cbam coord triplet danet sea_attention), "
-                             f"'registered' = every plug-in (default: {' '.join(DEFAULT_MODULES)}); the baseline is always included")
+                        help="registry names; 'all' = the seed modules (se eca sk cbam coord triplet danet "
+                             "sea_attention), 'registered' = every plug-in; the baseline is always included")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
     parser.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
     parser.add_argument("--out", "-o", default="runs/compare", help="output folder (default runs/compare)")

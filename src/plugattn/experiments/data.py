@@ -44,7 +44,8 @@ __all__ = [
 ]
 
 DATASETS = ("fmnist-mini", "fashion-mnist", "cifar10", "imagefolder")
-FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 FMNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -94,7 +95,8 @@ class ImageData:
     def describe(self) -> dict:
         """Plain metadata (JSON- and checkpoint-safe)."""
         return {
-            "name": self.name, "source": self.source, "train": int(self.train_x.shape[0]), "test": int(self.test_x.shape[0]),
+            "name": self.name, "source": self.source, "train": int(self.train_x.shape[0]),
+            "test": int(self.test_x.shape[0]),
             "shape": [int(s) for s in self.train_x.shape[1:]], "classes": list(self.classes),
             "mean": list(self.mean), "std": list(self.std),
         }

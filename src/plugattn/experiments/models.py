@@ -30,7 +30,8 @@ def resolve_attn(attn_layer: AttnSpec) -> Callable[[int], nn.Module] | None:
             return None
         return registry.get(attn_layer)
     if isinstance(attn_layer, nn.Module):
-        raise TypeError(f"attn_layer must be a registry name, a class or a factory, not a module instance ({attn_layer!r})")
+        raise TypeError(f"attn_layer must be a registry name, a class or a factory, not a module instance "
+                        f"({attn_layer!r})")
     if not callable(attn_layer):
         raise TypeError(f"attn_layer must be a registry name, a class or a factory, got {type(attn_layer).__name__}")
     return attn_layer
@@ -100,9 +101,11 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) < 1 or any(int(w) < 1 for w in widths) or depth < 1:
-            raise ValueError(f"ResNet: widths must be positive ints and depth >= 1, got widths={widths!r} depth={depth!r}")
+            raise ValueError(f"ResNet: widths must be positive ints and depth >= 1, got widths={widths!r} "
+                             f"depth={depth!r}")
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True)
         )
         blocks: list[nn.Module] = []
         c_in = widths[0]

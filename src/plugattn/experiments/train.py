@@ -137,7 +137,8 @@ def same_config(a: Any, b: Any, rel: float = 1e-9) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(same_config(x, y, rel) for x, y in zip(a, b))
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=rel, abs_tol=rel)
+        numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+        return numbers and math.isclose(a, b, rel_tol=rel, abs_tol=rel)
     return a == b
 
 
@@ -178,7 +179,8 @@ def train_run(
     name = module or "baseline"
     out = Path(out_dir) if out_dir is not None else None
     meta = {"module": name, "seed": int(seed), "recipe": asdict(recipe), "data": data.describe(), "world_size": world,
-            "threads": torch.get_num_threads(), "device": device.type, "torch": str(torch.__version__), "version": CKPT_VERSION}
+            "threads": torch.get_num_threads(), "device": device.type, "torch": str(torch.__version__),
+            "version": CKPT_VERSION}
     if out is not None and (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
 
@@ -246,7 +248,8 @@ def train_run(
         stats = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         if distributed:
             dist.all_reduce(stats)
-        history.append({"epoch": epoch + 1, "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
+        history.append({"epoch": epoch + 1, "train_loss": float(stats[0] / stats[2]),
+                        "train_acc": float(stats[1] / stats[2]),
                         "lr": opt.param_groups[0]["lr"], "time": train_time})
         if out is not None and rank == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -256,7 +259,8 @@ def train_run(
     result = {**meta, "test_acc": test_acc, "test_loss": test_loss, "train_time": train_time, "history": history,
               "final_train_acc": history[-1]["train_acc"] if history else None}
     if out is not None and rank == 0:
-        _save({"model": model.state_dict(), "meta": {k: v for k, v in result.items() if k != "history"}}, out / "final.pt")
+        meta = {k: v for k, v in result.items() if k != "history"}
+        _save({"model": model.state_dict(), "meta": meta}, out / "final.pt")
         (out / "result.json").write_text(json.dumps(result, indent=1))
         (out / "last.pt").unlink(missing_ok=True)
     if distributed:
@@ -266,7 +270,8 @@ def train_run(
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Data options shared by ``compare`` and ``train``."""
-    p.add_argument("--dataset", default="fmnist-mini", choices=["fmnist-mini", "fashion-mnist", "cifar10", "imagefolder"],
+    p.add_argument("--dataset", default="fmnist-mini",
+                   choices=["fmnist-mini", "fashion-mnist", "cifar10", "imagefolder"],
                    help="fmnist-mini (embedded, default), fashion-mnist (IDX folder), cifar10, imagefolder")
     p.add_argument("--data-dir", default=None, help="folder with the data (default: the standard place per dataset)")
     p.add_argument("--download", action="store_true", help="download missing data from the official address")
@@ -281,10 +286,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser, defaults: Recipe | None = N
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"weight decay (default {d.weight_decay})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     p.add_argument("--widths", type=int, nargs="+", default=d.widths, help="stage widths (default 16 32 64)")
     p.add_argument("--depth", type=int, default=d.depth, help=f"blocks per stage (default {d.depth})")
-    p.add_argument("--stem-stride", type=int, default=d.stem_stride, help=f"stride of the stem conv (default {d.stem_stride})")
+    p.add_argument("--stem-stride", type=int, default=d.stem_stride, help="stride of the stem conv")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu; under torchrun cuda uses LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=1,

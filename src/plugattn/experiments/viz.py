@@ -90,8 +90,10 @@ def spatial_maps(maps: dict[str, Tensor]) -> dict[str, tuple[str, Tensor]]:
 
 
 def channel_weights(maps: dict[str, Tensor], model: nn.Module | None = None) -> dict[str, tuple[str, Tensor]]:
-    """Per gate: (label, (N, C) weights) for gates that weight channels, and (N, M, C) for the gates of
-    multi-branch modules in ``model`` (SK: a softmax over its ``paths``).
+    """Per gate: (label, weights) for the gates that weight channels.
+
+    Channel weights are (N, C); the gates of multi-branch modules in ``model`` (SK: a softmax over its
+    ``paths``) give (N, M, C).
     """
     out = {}
     for k, v in maps.items():
@@ -268,7 +270,8 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
                 im = top.imshow(per.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
                 fig.colorbar(im, ax=top, fraction=0.046, pad=0.02)
                 lim = float(dev.abs().max())
-                im = bottom.imshow(dev.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+                im = bottom.imshow(dev.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                                   interpolation="nearest")
                 fig.colorbar(im, ax=bottom, fraction=0.046, pad=0.02)
                 for a in (top, bottom):
                     a.set_yticks(range(len(classes)), classes, fontsize=6)
@@ -289,7 +292,8 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
         what = ("branch (kernel) weights per class (top) and their deviation from the mean over classes (bottom), "
                 "as in the SKNet paper's per-class analysis" if cw[keys[0]][0] == "branch weights" else
                 "channel weights averaged per class (top; channels sorted by their overall mean) and their deviation "
-                "from the mean over classes (bottom): rows that differ show class-specific recalibration (SE paper, Fig. 6)")
+                "from the mean over classes (bottom): rows that differ show class-specific recalibration "
+                "(SE paper, Fig. 6)")
         figs.append({"file": f.name, "caption": f"{module}: {what}."})
 
     # DANet: several query positions on one image
@@ -340,7 +344,8 @@ def _find_checkpoints(paths: list[str], seed: int) -> list[Path]:
         else:
             found += sorted(p.rglob("final.pt"))
     if not found:
-        raise SystemExit(f"plugattn viz: no final.pt checkpoint under {', '.join(paths)} (run `plugattn compare` first)")
+        raise SystemExit(f"plugattn viz: no final.pt checkpoint under {', '.join(paths)} "
+                         "(run `plugattn compare` first)")
     return found
 
 
@@ -348,12 +353,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``plugattn viz``."""
     parser.add_argument("paths", nargs="*", default=["runs/compare"],
                         help="final.pt checkpoints or compare output folders (default runs/compare)")
-    parser.add_argument("--seed", type=int, default=0, help="which seed's checkpoints to draw from a folder (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's checkpoints to draw from a folder")
     parser.add_argument("--out", "-o", default=None,
-                        help="figure folder (default: figures/ inside the first folder given, or beside the checkpoint)")
+                        help="figure folder (None: figures/ inside the first folder given, or beside the "
+                             "checkpoint)")
     parser.add_argument("--gallery", default=None, help="write a markdown gallery here (e.g. docs/gallery.md)")
     parser.add_argument("--data-dir", default=None, help="data folder, if not the dataset's default place")
-    parser.add_argument("--per-class", type=int, default=100, help="test images per class for the averages (default 100)")
+    parser.add_argument("--per-class", type=int, default=100, help="test images per class for the averages")
 
 
 def run(args: argparse.Namespace) -> int:

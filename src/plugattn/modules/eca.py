@@ -15,7 +15,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._kernels import ChannelConv1d
 from .._layers import Gate, LayerType, check_input, check_odd_kernel, check_positive, eca_kernel_size
 from ..official import official, rename_prefix
 from ..registry import register
@@ -66,7 +65,7 @@ class EfficientChannelAttention(nn.Module):
         check_odd_kernel(type(self).__name__, kernel_size)
         self.channels = channels
         self.kernel_size = kernel_size
-        self.conv = ChannelConv1d(kernel_size, bias=False, device=device, dtype=dtype)  # zero padding (k − 1)/2
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False, device=device, dtype=dtype)
         self.gate = Gate(gate_layer)
 
     def extra_repr(self) -> str:
@@ -143,7 +142,7 @@ class CircularECA(nn.Module):
         self.channels = channels
         self.kernel_size = kernel_size
         self.padding = kernel_size // 2
-        self.conv = ChannelConv1d(kernel_size, padding=0, bias=bias, device=device, dtype=dtype)
+        self.conv = nn.Conv1d(1, 1, kernel_size, bias=bias, device=device, dtype=dtype)
         self.gate = Gate(gate_layer)
 
     def extra_repr(self) -> str:

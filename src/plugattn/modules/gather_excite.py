@@ -21,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._kernels import PointwiseConv2d
 from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
@@ -128,9 +127,9 @@ class GatherExcite(nn.Module):
             self.gather = None
         rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)  # checked even if unused
         if use_mlp:
-            self.fc1 = PointwiseConv2d(channels, rd_channels, bias=True, **dd)
+            self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
             self.act = get_layer(act_layer, arg_name="act_layer")
-            self.fc2 = PointwiseConv2d(rd_channels, channels, bias=True, **dd)
+            self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
         else:
             rd_channels = None
             self.fc1 = self.act = self.fc2 = None

@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._kernels import PointwiseConv2d
 from .._layers import (
     Gate,
     LayerNorm2d,
@@ -41,10 +40,10 @@ class _ContextMlp(nn.Module):
     def __init__(self, channels: int, rd_channels: int, bias: bool, act_layer: LayerType, norm_layer: LayerType,
                  dd: dict) -> None:
         super().__init__()
-        self.fc1 = PointwiseConv2d(channels, rd_channels, bias=bias, **dd)
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
         self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = PointwiseConv2d(rd_channels, channels, bias=bias, **dd)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
 
     def forward(self, s: Tensor) -> Tensor:
         """(N, C, 1, 1) context → (N, C, 1, 1)."""

@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._kernels import PointwiseConv2d
 from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
@@ -88,9 +87,9 @@ class SpatialChannelSqueezeExcite(nn.Module):
         self.channels = channels
         self.rd_channels = rd_channels
         self.combine = combine
-        self.fc1 = PointwiseConv2d(channels, rd_channels, bias=True, **dd)
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = PointwiseConv2d(rd_channels, channels, bias=True, **dd)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
         self.channel_gate = Gate(gate_layer)
         self.spatial_conv = nn.Conv2d(channels, 1, 1, bias=True, **dd)
         self.spatial_gate = Gate(gate_layer)

@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._kernels import PointwiseConv2d
 from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible, reduced_width
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
@@ -80,10 +79,10 @@ class SqueezeExcite(nn.Module):
         self.channels = channels
         self.rd_channels = rd_channels
         self.add_maxpool = add_maxpool
-        self.fc1 = PointwiseConv2d(channels, rd_channels, bias=bias, **dd)
+        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)
         self.norm = get_layer(norm_layer, rd_channels, arg_name="norm_layer", **dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = PointwiseConv2d(rd_channels, channels, bias=bias, **dd)
+        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=bias, **dd)
         self.gate = Gate(gate_layer)
 
     def extra_repr(self) -> str:
@@ -170,7 +169,7 @@ class EffectiveSqueezeExcite(nn.Module):
         check_positive(type(self).__name__, channels=channels)
         self.channels = channels
         self.add_maxpool = add_maxpool
-        self.fc = PointwiseConv2d(channels, channels, bias=True, device=device, dtype=dtype)
+        self.fc = nn.Conv2d(channels, channels, 1, bias=True, device=device, dtype=dtype)
         self.gate = Gate(gate_layer)
 
     def extra_repr(self) -> str:

@@ -21,7 +21,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._kernels import PointwiseConv2d
 from .._layers import (
     ConvNormAct,
     Gate,
@@ -162,10 +161,10 @@ class SelectiveKernel(nn.Module):
                         norm_layer=norm_layer, act_layer=act_layer, **dd)
             for k, d in zip(kernels, dilations)
         )
-        self.fc_reduce = PointwiseConv2d(out_channels, rd_channels, bias=attn_bias, **dd)
+        self.fc_reduce = nn.Conv2d(out_channels, rd_channels, 1, bias=attn_bias, **dd)
         self.norm = get_layer(attn_norm_layer, rd_channels, arg_name="attn_norm_layer", **dd)
         self.act = get_layer(attn_act_layer, arg_name="attn_act_layer")
-        self.fc_select = PointwiseConv2d(rd_channels, num_paths * out_channels, bias=attn_bias, **dd)
+        self.fc_select = nn.Conv2d(rd_channels, num_paths * out_channels, 1, bias=attn_bias, **dd)
         self.gate = Gate(gate_layer)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._kernels import ChannelConv1d, PointwiseConv2d
 from .._layers import (
     Gate,
     LayerType,
@@ -58,7 +57,7 @@ class MLP(Excite):
     r"""Bottleneck MLP (SE): :math:`W_2\,\delta(\mathrm{norm}(W_1 d + b_1)) + b_2` as 1×1 convs, at every position.
 
     Parameter names equal :class:`~plugattn.modules.se.SqueezeExcite`'s (``fc1``, ``norm``, ``fc2``). The
-    1×1 convs are :class:`~plugattn._kernels.PointwiseConv2d` (a matrix product on pooled descriptors).
+    1×1 convs (``nn.Conv2d``) on the pooled (N, C, 1, 1) descriptor.
 
     Args:
         in_channels: descriptor channels.
@@ -89,10 +88,10 @@ class MLP(Excite):
         rd_channels = reduced_width(name, out_channels, rd_ratio, rd_channels, rd_divisor)
         dd = {"device": device, "dtype": dtype}
         self.in_channels, self.out_channels, self.rd_channels = in_channels, out_channels, rd_channels
-        self.fc1 = PointwiseConv2d(in_channels, rd_channels, bias=bias, **dd)
+        self.fc1 = nn.Conv2d(in_channels, rd_channels, 1, bias=bias, **dd)
         self.norm = _norm(norm_layer, rd_channels, dd)
         self.act = get_layer(act_layer, arg_name="act_layer")
-        self.fc2 = PointwiseConv2d(rd_channels, out_channels, bias=bias, **dd)
+        self.fc2 = nn.Conv2d(rd_channels, out_channels, 1, bias=bias, **dd)
 
     def forward(self, d: Tensor) -> Tensor:
         return self.fc2(self.act(self.norm(self.fc1(d))))
@@ -132,7 +131,8 @@ class ChannelConv(Excite):
         check_odd_kernel(name, kernel_size)
         self.in_channels = self.out_channels = channels
         self.kernel_size, self.dilation = kernel_size, dilation
-        self.conv = ChannelConv1d(kernel_size, dilation=dilation, device=device, dtype=dtype)
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
+                              bias=False, device=device, dtype=dtype)
 
     def forward(self, d: Tensor) -> Tensor:
         n, c, h, w = d.shape
