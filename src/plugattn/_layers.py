@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "LayerType", "get_layer", "make_divisible", "reduced_width", "largest_divisor", "eca_kernel_size", "check_input",
-    "check_positive", "check_optional_positive", "check_odd_kernel", "Gate", "ConvNormAct", "LayerNorm2d",
-    "bn_momentum", "ZPoolGate", "FREQ_METHODS", "freq_indices", "dct_filters", "adaptive_avg_pool2d", "pool_bins",
+    "LayerType", "factory_kwargs", "get_layer", "make_divisible", "reduced_width", "largest_divisor", "eca_kernel_size",
+    "check_input", "check_positive", "check_optional_positive", "check_odd_kernel", "Gate", "ConvNormAct",
+    "LayerNorm2d", "bn_momentum", "ZPoolGate", "FREQ_METHODS", "freq_indices", "dct_filters", "adaptive_avg_pool2d",
+    "pool_bins",
 ]
 
 LayerType = Union[str, type[nn.Module], Callable[..., nn.Module], None]
@@ -56,6 +57,11 @@ _LAYERS: dict[str, Callable[..., nn.Module]] = {
     "layernorm": nn.LayerNorm,
     "instancenorm2d": nn.InstanceNorm2d,
 }
+
+
+def factory_kwargs(device: torch.device | str | None, dtype: torch.dtype | None) -> dict[str, Any]:
+    """``{"device": device, "dtype": dtype}``, the keyword arguments every layer constructor takes."""
+    return {"device": device, "dtype": dtype}
 
 
 def get_layer(spec: LayerType, *args: Any, arg_name: str = "layer", **kwargs: Any) -> nn.Module:

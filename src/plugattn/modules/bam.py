@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, reduced_width
+from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, factory_kwargs, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -93,7 +93,7 @@ class BottleneckAttention(nn.Module):
         if combine not in _COMBINE:
             raise ValueError(f"{owner}: combine must be one of {_COMBINE}, got {combine!r}")
         rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         cna = {"bias": True, "norm_layer": norm_layer, "act_layer": act_layer, **dd}
         self.channels = channels
         self.rd_channels = rd_channels

@@ -28,6 +28,7 @@ from .._layers import (
     check_odd_kernel,
     check_optional_positive,
     check_positive,
+    factory_kwargs,
     get_layer,
     reduced_width,
 )
@@ -124,7 +125,7 @@ class CBAMChannelGate(nn.Module):
             rd_channels = reduced_width(name, channels, rd_ratio, None, rd_divisor)
         elif isinstance(rd_channels, bool) or not isinstance(rd_channels, int) or rd_channels < 0:
             raise ValueError(f"{name}: rd_channels must be an int >= 0, got {rd_channels!r}")
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.pool_types = _check_pool_types(name, pool_types)
@@ -252,7 +253,7 @@ class CBAM(nn.Module):
         check_positive(type(self).__name__, channels=channels)
         _check_pool_types(type(self).__name__, pool_types)
         check_odd_kernel(type(self).__name__, kernel_size)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.kernel_size = kernel_size
         self.channel = CBAMChannelGate(

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
+from .._layers import Gate, LayerType, check_input, check_positive, factory_kwargs, get_layer, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -76,7 +76,7 @@ class CoordAttention(nn.Module):
         name = type(self).__name__
         check_positive(name, channels=channels, min_channels=min_channels)
         rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.conv1 = nn.Conv2d(channels, rd_channels, 1, bias=bias, **dd)

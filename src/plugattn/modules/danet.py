@@ -22,7 +22,16 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._kernels import DEFAULT_BLOCK_BUDGET, attention_blockwise
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_optional_positive, check_positive, reduced_width
+from .._layers import (
+    ConvNormAct,
+    Gate,
+    LayerType,
+    check_input,
+    check_optional_positive,
+    check_positive,
+    factory_kwargs,
+    reduced_width,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -99,7 +108,7 @@ class PositionAttention(nn.Module):
                 f"rd_ratio=1/8; the official PAM_Module crashes here), or set rd_channels"
             )
         check_optional_positive(owner, query_block=query_block, block_budget=block_budget)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.query_block = query_block
@@ -349,7 +358,7 @@ class DANetHead(nn.Module):
         inter = channels // 4
         if inter < 1:
             raise ValueError(f"{owner}: channels must be >= 4 (inner width channels // 4), got {channels}")
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         conv = {"bias": False, "norm_layer": norm_layer, "act_layer": act_layer, **dd}
         self.channels = channels
         self.out_channels = out_channels

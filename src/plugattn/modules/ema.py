@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, largest_divisor
+from .._layers import Gate, LayerType, check_input, check_positive, factory_kwargs, largest_divisor
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -84,7 +84,7 @@ class EfficientMultiScaleAttention(nn.Module):
         if channels % groups:
             raise ValueError(f"{owner}: channels={channels} must be divisible by the number of groups {groups}; "
                              f"groups={largest_divisor(channels, groups)} would work")
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         cg = channels // groups
         self.channels = channels
         self.groups = groups

@@ -31,6 +31,7 @@ from .._layers import (
     check_input,
     check_positive,
     dct_filters,
+    factory_kwargs,
     freq_indices,
     get_layer,
     reduced_width,
@@ -109,7 +110,7 @@ class MultiSpectralChannelAttention(nn.Module):
             raise ValueError(f"{name}: channels ({channels}) must be divisible by the number of frequencies "
                              f"({num_freq} for freq_sel_method={freq_sel_method!r}); {fits!r} would work")
         rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.dct_h, self.dct_w = dct_h, dct_w

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
+from .._layers import Gate, LayerType, check_input, check_positive, factory_kwargs, get_layer, reduced_width
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -100,7 +100,7 @@ class GatherExcite(nn.Module):
         check_positive(owner, channels=channels)
         if isinstance(extent, bool) or not isinstance(extent, int) or extent < 0 or extent % 2:
             raise ValueError(f"{owner}: extent must be 0 (global) or a positive even int, got {extent!r}")
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.extent = extent
         self.add_maxpool = add_maxpool

@@ -24,6 +24,7 @@ from .._layers import (
     LayerType,
     check_input,
     check_positive,
+    factory_kwargs,
     get_layer,
     make_divisible,
     reduced_width,
@@ -112,7 +113,7 @@ class GlobalContextBlock(nn.Module):
         if not (fuse_add or fuse_scale):
             raise ValueError(f"{name}: at least one of fuse_add, fuse_scale must be True")
         rd_channels = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.conv_attn = nn.Conv2d(channels, 1, 1, bias=bias, **dd) if use_attn else None

@@ -21,7 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._kernels import DEFAULT_BLOCK_BUDGET, attention_blockwise
-from .._layers import Gate, LayerType, check_input, check_optional_positive, check_positive, get_layer, reduced_width
+from .._layers import (
+    Gate,
+    LayerType,
+    check_input,
+    check_optional_positive,
+    check_positive,
+    factory_kwargs,
+    get_layer,
+    reduced_width,
+)
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -107,7 +116,7 @@ class NonLocal(nn.Module):
         check_positive(owner, channels=channels)
         rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, None, min_channels=1)
         check_optional_positive(owner, query_block=query_block, block_budget=block_budget)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.scale = rd_channels**-0.5 if use_scale else None

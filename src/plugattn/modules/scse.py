@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, reduced_width
+from .._layers import Gate, LayerType, check_input, check_positive, factory_kwargs, get_layer, reduced_width
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -83,7 +83,7 @@ class SpatialChannelSqueezeExcite(nn.Module):
         if combine not in _COMBINE:
             raise ValueError(f"{owner}: combine must be one of {_COMBINE}, got {combine!r}")
         rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.combine = combine

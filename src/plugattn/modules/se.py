@@ -18,7 +18,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer, make_divisible, reduced_width
+from .._layers import (
+    Gate,
+    LayerType,
+    check_input,
+    check_positive,
+    factory_kwargs,
+    get_layer,
+    make_divisible,
+    reduced_width,
+)
 from ..official import kwarg_check, official, rename_prefix
 from ..registry import register
 
@@ -75,7 +84,7 @@ class SqueezeExcite(nn.Module):
         owner = type(self).__name__
         check_positive(owner, channels=channels)
         rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.rd_channels = rd_channels
         self.add_maxpool = add_maxpool

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, get_layer
+from .._layers import ConvNormAct, Gate, LayerType, check_input, check_positive, factory_kwargs, get_layer
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -126,7 +126,7 @@ class SeaAttention(nn.Module):
             raise ValueError(
                 f"{owner}: attn_ratio must be a number with int(attn_ratio * key_dim) >= 1, got {attn_ratio!r}"
             )
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.key_dim = key_dim
         self.num_heads = num_heads
@@ -309,7 +309,7 @@ class SeaFormerBlock(nn.Module):
             raise ValueError(f"{owner}: drop must be in [0, 1], got {drop!r}")
         if isinstance(drop_path, bool) or not isinstance(drop_path, (int, float)) or not 0 <= drop_path < 1:
             raise ValueError(f"{owner}: drop_path must be in [0, 1), got {drop_path!r}")
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.attn = SeaAttention(
             channels, key_dim=key_dim, num_heads=num_heads, attn_ratio=attn_ratio, act_layer=act_layer,

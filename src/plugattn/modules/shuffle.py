@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, largest_divisor
+from .._layers import Gate, LayerType, check_input, check_positive, factory_kwargs, largest_divisor
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -82,7 +82,7 @@ class ShuffleAttention(nn.Module):
         if channels % (2 * groups):
             raise ValueError(f"{owner}: channels={channels} must be divisible by 2 * groups = {2 * groups}; "
                              f"groups={largest_divisor(channels // 2, groups)} would work")
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         half = channels // (2 * groups)
         self.channels = channels
         self.groups = groups

@@ -27,6 +27,7 @@ from .._layers import (
     LayerType,
     check_input,
     check_positive,
+    factory_kwargs,
     get_layer,
     largest_divisor,
     make_divisible,
@@ -151,7 +152,7 @@ class SelectiveKernel(nn.Module):
         rd_channels = reduced_width(name, out_channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels,
                                     round_limit=0.9)
 
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.out_channels = out_channels
         self.num_paths = num_paths

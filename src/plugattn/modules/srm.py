@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import Gate, LayerType, check_input, check_positive, get_layer
+from .._layers import Gate, LayerType, check_input, check_positive, factory_kwargs, get_layer
 from ..official import official, rename_prefix
 from ..registry import register
 
@@ -73,7 +73,7 @@ class StyleRecalibration(nn.Module):
     ) -> None:
         super().__init__()
         check_positive(type(self).__name__, channels=channels)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.channels = channels
         self.cfc = nn.Parameter(torch.empty(channels, 2, **dd))  # (C, 2): weights of (mean, std)
         self.bn = get_layer(norm_layer, channels, arg_name="norm_layer", **dd)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerType, check_input, check_positive
+from .._layers import LayerType, check_input, check_positive, factory_kwargs
 from .excite import (
     MLP,
     AxialMLP,
@@ -261,7 +261,7 @@ def compose(
         [True, True, True]
     """
     check_positive("compose", channels=channels)
-    dd = {"device": device, "dtype": dtype}
+    dd = factory_kwargs(device, dtype)
     sq = _make_squeeze(channels, squeeze, axes, merge, dict(squeeze_kw or {}), dd)
     ex = _make_excite(channels, excite, sq, dict(excite_kw or {}), dd)
     return ComposedAttention(channels, sq, ex, make_gate(gate), _make_reweight(reweight, dict(reweight_kw or {}), dd))

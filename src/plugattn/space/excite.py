@@ -21,6 +21,7 @@ from .._layers import (
     check_odd_kernel,
     check_positive,
     eca_kernel_size,
+    factory_kwargs,
     get_layer,
     reduced_width,
 )
@@ -86,7 +87,7 @@ class MLP(Excite):
         out_channels = in_channels if out_channels is None else out_channels
         check_positive(name, in_channels=in_channels, out_channels=out_channels)
         rd_channels = reduced_width(name, out_channels, rd_ratio, rd_channels, rd_divisor)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.in_channels, self.out_channels, self.rd_channels = in_channels, out_channels, rd_channels
         self.fc1 = nn.Conv2d(in_channels, rd_channels, 1, bias=bias, **dd)
         self.norm = _norm(norm_layer, rd_channels, dd)
@@ -172,7 +173,7 @@ class ChannelSelfAttention(Excite):
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         check_positive(type(self).__name__, channels=channels, embed_dim=embed_dim)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.in_channels = self.out_channels = channels
         self.embed_dim = embed_dim
         self.value_embed = nn.Parameter(torch.empty(embed_dim, **dd))  # u
@@ -228,7 +229,7 @@ class SpatialConv(Excite):
         name = type(self).__name__
         check_positive(name, in_channels=in_channels, out_channels=out_channels, dilation=dilation)
         check_odd_kernel(name, kernel_size)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.dilation = kernel_size, dilation
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size - 1) // 2,
@@ -330,7 +331,7 @@ class AxialMLP(Excite):
         check_positive(name, channels=channels, out_channels=out_channels)
         check_positive(name, min_channels=min_channels)
         mip = reduced_width(name, channels, rd_ratio, rd_channels, rd_divisor, min_channels=min_channels)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.in_channels, self.out_channels, self.rd_channels = channels, out_channels, mip
         self.fc1 = nn.Conv2d(channels, mip, 1, bias=bias, **dd)
         self.norm = _norm(norm_layer, mip, dd)
@@ -377,7 +378,7 @@ class ChannelwiseFC(Excite):
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         check_positive(type(self).__name__, channels=channels, num_stats=num_stats)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         self.in_channels, self.out_channels = channels * num_stats, channels
         self.num_stats = num_stats
         self.cfc = nn.Parameter(torch.empty(channels, num_stats, **dd))  # (C, K)

@@ -15,7 +15,7 @@ from typing import Any
 import torch.nn as nn
 from torch import Tensor
 
-from .._layers import LayerNorm2d, LayerType
+from .._layers import LayerNorm2d, LayerType, factory_kwargs
 from ..official import load_converted, rename_prefix
 from ..registry import info, list_modules
 from .compose import ComposedAttention
@@ -31,7 +31,7 @@ def _se(channels: int, *, rd_ratio: float = 1 / 16, rd_channels: int | None = No
         bias: bool = True, add_maxpool: bool = False, act_layer: LayerType = "relu", norm_layer: LayerType = None,
         gate_layer: LayerType = "sigmoid", device=None, dtype=None) -> ComposedAttention:
     """SE (:class:`~plugattn.modules.se.SqueezeExcite`'s arguments): mean (or ½(mean + max)) → MLP → σ → ×."""
-    dd = {"device": device, "dtype": dtype}
+    dd = factory_kwargs(device, dtype)
     sq = Pool(channels, stats="avg+max" if add_maxpool else "avg", merge="mean")
     ex = MLP(channels, channels, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor, bias=bias,
              act_layer=act_layer, norm_layer=norm_layer, **dd)
@@ -72,7 +72,7 @@ def _cbam(channels: int, *, rd_ratio: float = 1 / 16, rd_channels: int | None = 
           act_layer: LayerType = "relu", norm_layer: LayerType = CBAM_NORM, gate_layer: LayerType = "sigmoid",
           device=None, dtype=None) -> Series:
     """CBAM: the channel gate, then the spatial gate on the refined tensor (:class:`Series`)."""
-    dd = {"device": device, "dtype": dtype}
+    dd = factory_kwargs(device, dtype)
     parts = [_cbam_channel(channels, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor,
                            pool_types=pool_types, bias=bias, act_layer=act_layer, gate_layer=gate_layer, **dd)]
     if not no_spatial:
@@ -105,7 +105,7 @@ def _fca(channels: int, *, dct_h: int = 7, dct_w: int = 7, freq_sel_method: str 
          act_layer: LayerType = "relu", gate_layer: LayerType = "sigmoid", device=None, dtype=None
          ) -> ComposedAttention:
     """FcaNet: DCT components → MLP (no bias) → σ → ×."""
-    dd = {"device": device, "dtype": dtype}
+    dd = factory_kwargs(device, dtype)
     sq = DCTPool(channels, dct_h=dct_h, dct_w=dct_w, freq_sel_method=freq_sel_method, **dd)
     ex = MLP(channels, channels, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor, bias=bias,
              act_layer=act_layer, **dd)
@@ -124,7 +124,7 @@ def _gc(channels: int, *, rd_ratio: float = 1 / 16, rd_channels: int | None = No
     if fuse_add == fuse_scale:
         raise ValueError("gc preset: exactly one of fuse_add, fuse_scale (both at once is not one pipeline; "
                          "use plugattn.modules.gc.GlobalContextBlock)")
-    dd = {"device": device, "dtype": dtype}
+    dd = factory_kwargs(device, dtype)
     sq = AttentionPool(channels, bias=bias, **dd) if use_attn else Pool(channels)
     ex = MLP(channels, channels, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor, bias=bias,
              act_layer=act_layer, norm_layer=norm_layer, **dd)

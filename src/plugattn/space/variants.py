@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._layers import LayerType, check_positive
+from .._layers import LayerType, check_positive, factory_kwargs
 from ..registry import register
 from .compose import ComposedAttention
 from .excite import MLP, ChannelConv, MultiScale
@@ -69,7 +69,7 @@ class ClusterSE(ComposedAttention):
         dtype: torch.dtype | None = None,
     ) -> None:
         check_positive(type(self).__name__, channels=channels)
-        dd = {"device": device, "dtype": dtype}
+        dd = factory_kwargs(device, dtype)
         sq = ClusterPool(channels, num_clusters=num_clusters, merge="shared", **dd)
         ex = MLP(channels, channels, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor,
                  act_layer=act_layer, **dd)
