@@ -22,6 +22,8 @@ demo: venv
 	$(BIN)/plugattn compare
 
 test: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 clean:
