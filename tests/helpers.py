@@ -108,3 +108,20 @@ def build(name: str, channels: int | None = None, seed: int = 0) -> nn.Module:
 def channel_counts(name: str) -> tuple[int, ...]:
     """The channel counts the contract tests use for ``name``."""
     return SETTINGS.get(name, {}).get("channels", (16, 32))
+
+
+def network_golden(path) -> dict:
+    """One whole-network golden (tests/goldens/networks): the official state_dict rebuilt, input, output."""
+    import importlib.util
+    from pathlib import Path
+
+    here = Path(__file__).parent / "goldens" / "networks"
+    spec = importlib.util.spec_from_file_location("fill", here / "fill.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    g = torch.load(path, weights_only=True)
+    sd = fill.fill_state_dict([tuple(e) for e in g["entries"]], int(g["seed"]))
+    assert fill.state_dict_sha256(sd) == g["fill"]["state_dict_sha256"], "fill.py does not rebuild the state_dict"
+    sd.update(g["state_overrides"] or {})
+    return {"key": g["key"], "state_dict": sd, "input": (g["input"].float() - 128) / 64, "output": g["output"],
+            "select": g["output_select"]}

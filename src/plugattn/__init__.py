@@ -30,6 +30,7 @@ from .modules.srm import StyleRecalibration
 from .modules.triplet import TripletAttention
 from .official import from_official, list_official
 from .registry import ModuleInfo, create, get, info, list_modules, register
+from . import models  # noqa: F401  (registers the networks and their official converters)
 from .space import ClusterSE, Excite, Gate, MultiScaleECA, Reweight, Squeeze, compose  # registers the space variants
 
 __version__ = "0.1.0"

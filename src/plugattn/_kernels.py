@@ -10,6 +10,8 @@ modules call plain ``nn.Conv2d`` / ``nn.Conv1d``. Under ``torch.fx`` symbolic tr
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.fx
 import torch.nn as nn
@@ -67,7 +69,8 @@ def attention_blockwise(
     n, length, keys = q.shape[0], q.shape[1], k.shape[2]
     if is_plain(q) or (block_budget is None and query_block is None):
         return attention_plain(q, k, v, gate, scale)
-    rows = query_block or max(1, block_budget // max(1, n * keys * q.element_size()))
+    # block_budget is not None here unless query_block is given (the plain case returned above)
+    rows = query_block or max(1, cast(int, block_budget) // max(1, n * keys * q.element_size()))
     if rows >= length:
         return attention_plain(q, k, v, gate, scale)
     out = v.new_empty(n, v.shape[1], length)  # (N, Cv, L)

@@ -30,7 +30,8 @@ __all__ = ["from_official", "official", "list_official", "load_converted", "unwr
 _log = logging.getLogger("plugattn")
 
 KeyMap = Callable[[str], "str | None"]
-Converter = Callable[..., "tuple[nn.Module, KeyMap]"]
+Prepare = Callable[[dict[str, Tensor]], Mapping[str, Tensor]]
+Converter = Callable[..., "tuple[nn.Module, KeyMap] | tuple[nn.Module, KeyMap, Prepare]"]
 
 _CONVERTERS: dict[str, Converter] = {}
 
@@ -136,7 +137,7 @@ def load_converted(
     module: nn.Module,
     state_dict: Mapping[str, Any],
     key_map: KeyMap,
-    prepare: Callable[[dict[str, Tensor]], Mapping[str, Tensor]] | None = None,
+    prepare: Prepare | None = None,
     *,
     owner: str = "from_official",
 ) -> nn.Module:

@@ -29,13 +29,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
-try:
+if TYPE_CHECKING:
     import numpy as np
-except ImportError:  # pragma: no cover  (the `train` extra; the CLI still lists the command without it)
-    np = None
+else:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover  (the `train` extra; the CLI still lists the command without it)
+        np = None
 from torch import Tensor
 
 __all__ = [
@@ -147,7 +151,7 @@ def _fmnist_arrays(folder: Path) -> dict[str, np.ndarray]:
             f"  plugattn compare --dataset fashion-mnist --data-dir DIR --download   (from {FMNIST_URL})\n"
             f"or pass --data-dir pointing at a folder with the four IDX files."
         )
-    return {k: _read_idx(p) for k, p in paths.items()}
+    return {k: _read_idx(cast(Path, p)) for k, p in paths.items()}  # none missing: checked above
 
 
 def _download(url: str, dest: Path) -> Path:
@@ -248,7 +252,7 @@ def _load_imagefolder(root: Path, image_size: int) -> tuple[np.ndarray, np.ndarr
         for ci, c in enumerate(classes):
             for f in sorted((split / c).glob("*")) if (split / c).is_dir() else []:
                 if f.suffix.lower() in exts:
-                    img = Image.open(f).convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                    img = Image.open(f).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
                     xs.append(np.asarray(img, np.uint8))
                     ys.append(ci)
         if not xs:
@@ -382,5 +386,5 @@ def build_embedded_subset(src_dir: str | os.PathLike = FMNIST_DEFAULT_DIR, out: 
 if __name__ == "__main__":  # regenerate the embedded subset from the Debian files
     import sys
 
-    p = build_embedded_subset(*(sys.argv[1:2] or [FMNIST_DEFAULT_DIR]))
+    p = build_embedded_subset(sys.argv[1] if len(sys.argv) > 1 else FMNIST_DEFAULT_DIR)
     print(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")
