@@ -8,4 +8,4 @@ from ._registry import ModelInfo, create_model, list_models, model_info, read_ch
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "read_checkpoint", "register_model"]
 
-from . import danet, mobilenet, resnet, seaformer, sknet  # noqa: E402,F401  (register the families)
+from . import cbam_resnet, danet, mobilenet, resnet, seaformer, sknet  # noqa: E402,F401  (register the families)
