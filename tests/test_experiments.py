@@ -288,6 +288,7 @@ def test_cli_compare_and_viz(tmp_path, capsys):
                  "--test-per-class", "10", "--batch-size", "50", "--no-progress", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| baseline |" in text and "| cbam |" in text
+    assert "±" not in (out / "results.md").read_text().split("| cbam |")[1].split("\n")[0]  # one seed: no spread
     pytest.importorskip("matplotlib")
     assert (out / "accuracy.png").stat().st_size > 10_000
     figs, gallery = tmp_path / "figs", tmp_path / "docs" / "gallery.md"
@@ -295,6 +296,12 @@ def test_cli_compare_and_viz(tmp_path, capsys):
     names = sorted(p.name for p in figs.glob("*.png"))
     assert names == ["fmnist-mini_cbam_channels.png", "fmnist-mini_cbam_spatial.png"]
     assert "fmnist-mini_cbam_spatial.png" in gallery.read_text()
+    # a missing seed names the seeds there; a baseline alone has no attention to draw
+    with pytest.raises(SystemExit, match="seeds there: 0"):
+        main(["viz", str(out), "--seed", "3", "--out", str(figs)])
+    capsys.readouterr()
+    assert main(["viz", str(out / "runs" / "baseline" / "seed0" / "final.pt"), "--out", str(figs)]) == 1
+    assert "no attention maps" in capsys.readouterr().err
 
 
 def test_viz_records_position_attention_rows():
