@@ -1,1 +1,362 @@
-"""Placeholder: filled by the networks work (issue 12)."""
+"""CBAM, BAM and Triplet Attention ResNets: the ``ResidualNet`` networks of the official repositories.
+
+Papers:
+
+- Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018. https://arxiv.org/abs/1807.06521
+- Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018. https://arxiv.org/abs/1807.06514
+- Misra, Nalamada, Arasanipalai, Hou, "Rotate to Attend: Convolutional Triplet Attention Module", WACV 2021.
+  https://arxiv.org/abs/2010.03045
+
+Official code: Jongchan/attention-module @ 459efad0 (``MODELS/model_resnet.py``, ``ResidualNet('ImageNet', depth,
+num_classes, att_type)`` with att_type ``'CBAM'`` or ``'BAM'``) and landskape-ai/triplet-attention @ 2cf02fb9
+(``MODELS/resnet.py``, the same ``ResidualNet`` with ``'TripletAttention'``). Written from the specification in
+NETWORKS.md (§2, §3.3, §3.4, §3.7, §4); no official code is copied.
+
+All three are torchvision's ResNet (18/34 BasicBlock, 50/101 Bottleneck; stride on the 3×3 conv) with two changes:
+
+- **the attention** — CBAM and Triplet sit at :func:`plugattn.insert`'s default site (the output of the block's
+  last BN, before the residual add, in every block), so the networks are ``torchvision.models.ResNet`` +
+  ``insert``. BAM instead sits **between stages**: one BAM on the output of each of ``layer1``, ``layer2`` and
+  ``layer3`` (none after ``layer4``), placed by :func:`insert_between_stages`, which appends the module to the stage's
+  ``nn.Sequential`` as child ``attn`` (``layer1.attn``), so every torchvision key is unchanged and
+  ``create_feature_extractor(model, {"layer1": ...})`` returns the attended stage output, as the next stage sees it.
+- **the head** — the official pool is ``nn.AvgPool2d(7)``, not a global pool: the final map is ⌈s/32⌉ for an s×s
+  input, so the pool is the global mean only for 193–224 px inputs; for 225–416 px it averages the top-left 7×7 of
+  the map, smaller inputs fail, larger ones no longer fit ``fc``. ``global_pool="avg7"`` (the default) keeps it;
+  ``global_pool="avg"`` takes the global mean at any size (identical at 193–224 px).
+
+State-dict keys are torchvision's; the attention modules' keys follow ``insert`` (``layer1.0.bn3.module.weight``,
+``layer1.0.bn3.attn.…``, ``layer1.attn.…`` for BAM). ``plugattn.from_official(KEY, official_state_dict)`` converts
+the official keys (``layerL.B.cbam.…``, ``layerL.B.triplet_attention.…``, ``bamN.…``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from .. import official as _official
+from ..integrate import ZeroInit, _infer_channels, insert
+from ..modules.bam import BottleneckAttention
+from ..official import KeyMap, official
+from ..registry import info as _module_info
+from ._registry import register_model
+
+__all__ = [
+    "AttentionResNet",
+    "JongchanBAM",
+    "insert_between_stages",
+    "cbam_resnet18",
+    "cbam_resnet34",
+    "cbam_resnet50",
+    "cbam_resnet101",
+    "bam_resnet18",
+    "bam_resnet34",
+    "bam_resnet50",
+    "bam_resnet101",
+    "triplet_resnet18",
+    "triplet_resnet34",
+    "triplet_resnet50",
+    "triplet_resnet101",
+]
+
+_GLOBAL_POOLS = ("avg7", "avg")
+_DEPTHS: dict[int, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+}
+
+
+class AttentionResNet(ResNet):
+    """torchvision's :class:`~torchvision.models.ResNet` with the official ``ResidualNet`` head and timm's API.
+
+    The attention modules are added afterwards (:func:`plugattn.insert`, :func:`insert_between_stages`); the
+    factories (``cbam_resnet50`` …) do that.
+
+    Args:
+        block: torchvision ``BasicBlock`` or ``Bottleneck``.
+        layers: blocks per stage.
+        num_classes: classifier outputs; 0 drops the classifier (``fc`` is the identity). Default: 1000.
+        global_pool: ``"avg7"``: ``nn.AvgPool2d(7)`` (official: the global mean only for 193–224 px inputs);
+            ``"avg"``: the global mean (``AdaptiveAvgPool2d(1)``) at any size. Default: ``"avg7"``.
+
+    Shape:
+        (N, 3, H, W) → logits (N, num_classes); ``forward_features`` → (N, 512·expansion, ⌈H/32⌉, ⌈W/32⌉).
+    """
+
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int], *, num_classes: int = 1000,
+                 global_pool: str = "avg7") -> None:
+        if global_pool not in _GLOBAL_POOLS:
+            raise ValueError(f"{type(self).__name__}: global_pool must be one of {_GLOBAL_POOLS}, got {global_pool!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"{type(self).__name__}: num_classes must be a non-negative int, got {num_classes!r}")
+        super().__init__(block, list(layers), num_classes=max(num_classes, 1))
+        self.global_pool = global_pool
+        self.num_features = 512 * block.expansion
+        self.num_classes = num_classes
+        if global_pool == "avg7":
+            self.avgpool = nn.AvgPool2d(7)  # type: ignore[assignment]
+        if num_classes == 0:
+            self.fc = nn.Identity()  # type: ignore[assignment]
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, global_pool={self.global_pool!r}"
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Stem and the four stages: (N, 3, H, W) → (N, num_features, ⌈H/32⌉, ⌈W/32⌉)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool, flatten and classify the final map; ``pre_logits=True`` stops before ``fc``."""
+        x = torch.flatten(self.avgpool(x), 1)  # (N, C·h·w) of the pooled (N, C, h, w) map; h = w = 1 at 193–224 px
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new (re-initialised) classifier with ``num_classes`` outputs (0: none); every other weight is kept."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"reset_classifier: num_classes must be a non-negative int, got {num_classes!r}")
+        ref = self.conv1.weight
+        self.num_classes = num_classes
+        self.fc = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)  # type: ignore[assignment]
+                   if num_classes > 0 else nn.Identity())
+
+
+class JongchanBAM(BottleneckAttention):
+    """BAM with the official channel-branch pooling: ``avg_pool2d(x, H, stride=H)``.
+
+    :class:`~plugattn.modules.bam.BottleneckAttention` takes the global mean; the official ``ChannelGate`` pools an
+    H×H window (H = the map height), i.e. the mean over the first H columns. The two are equal for square maps
+    (every map of a square input). Where the official network runs (H ≤ W < 2H), this class gives its numbers;
+    where it fails (W < H, W ≥ 2H), this one averages the first min(H, W) columns. Arguments as the parent's.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.shape[2]
+        mc = self.channel(x[:, :, :, :h].mean((2, 3), keepdim=True))  # M_c: (N, C, 1, 1), over the H×H window
+        ms = self.spatial(x)  # M_s: (N, 1, H, W)
+        att = mc * ms if self.combine == "mul" else mc + ms  # (N, C, H, W)
+        return x * (1 + self.gate(att))
+
+
+def insert_between_stages(
+    model: nn.Module,
+    name: str | Callable[..., nn.Module],
+    stages: Sequence[str] = ("layer1", "layer2", "layer3"),
+    *,
+    zero_init: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Put one attention module on the output of each stage (BAM's placement), in place; return ``model``.
+
+    Each stage (an ``nn.Sequential`` of blocks, e.g. torchvision ResNet's ``layer1``) gets the module appended as
+    its child ``attn``, so the next stage sees the attended map and no existing state_dict key changes. The
+    channel count is read from the stage's last block. BAM (``"bam"``, :class:`JongchanBAM`) goes after ``layer1``,
+    ``layer2`` and ``layer3`` of a ResNet, the default ``stages``.
+
+    Args:
+        model: the network.
+        name: a registry key (``"bam"``) or a class / factory called as ``f(channels, **kwargs)``.
+        stages: paths of the stage ``nn.Sequential`` modules.
+        zero_init: wrap each module in :class:`plugattn.integrate.ZeroInit` (starts as the exact identity).
+        **kwargs: passed to the module's constructor.
+
+    Examples:
+        >>> import torchvision
+        >>> net = insert_between_stages(torchvision.models.resnet18(), "bam")
+        >>> [type(net.get_submodule(f"layer{i}.attn")).__name__ for i in (1, 2, 3)]
+        ['BottleneckAttention', 'BottleneckAttention', 'BottleneckAttention']
+    """
+    factory: Callable[..., nn.Module]
+    if isinstance(name, str):
+        meta = _module_info(name)
+        if not meta.preserves_shape:
+            raise ValueError(f"insert_between_stages: module {name!r} changes the shape of its input")
+        factory = meta.cls
+    elif callable(name):
+        factory = name
+    else:
+        raise TypeError(f"insert_between_stages: name must be a registry key or a factory, got {type(name).__name__}")
+    plans = []
+    for path in stages:
+        stage = model.get_submodule(path)
+        if not isinstance(stage, nn.Sequential):
+            raise ValueError(f"insert_between_stages: {path!r} is a {type(stage).__name__}, not an nn.Sequential stage")
+        if "attn" in stage._modules:
+            raise ValueError(f"insert_between_stages: stage {path!r} already has an attention module")
+        channels = _infer_channels(stage)
+        if channels is None:
+            raise ValueError(f"insert_between_stages: cannot read the channel count of stage {path!r}")
+        plans.append((stage, channels))
+    for stage, channels in plans:
+        ref = next(stage.parameters(), None)
+        attn = factory(channels, **kwargs)
+        if ref is not None:
+            attn = attn.to(device=ref.device, dtype=ref.dtype)
+        if zero_init:
+            attn = ZeroInit(attn, device=ref.device if ref is not None else None,
+                            dtype=ref.dtype if ref is not None else None)
+        stage.add_module("attn", attn.train(stage.training))
+    return model
+
+
+def _build(depth: int, attention: str, *, num_classes: int, global_pool: str) -> AttentionResNet:
+    block, layers = _DEPTHS[depth]
+    model = AttentionResNet(block, layers, num_classes=num_classes, global_pool=global_pool)
+    if attention == "cbam":
+        insert(model, "cbam")  # CBAM(C, r 16) on bn2 / bn3's output, before the add, in every block
+    elif attention == "triplet":
+        insert(model, "triplet")  # TripletAttention (k 7) at the same site
+    else:
+        insert_between_stages(model, JongchanBAM)  # BAM(C, r 16) on layer1/2/3's outputs
+    return model.eval()
+
+
+# --- official key maps ------------------------------------------------------------------------------------------
+
+_BLOCK_KEY = re.compile(r"^(layer\d\.\d+)\.(\w+?)\.(.+)$")
+_BAM_KEY = re.compile(r"^bam([123])\.(.+)$")
+
+
+def _module_key_map(name: str, **kwargs: Any) -> KeyMap:
+    """The key map of the attention module's own official converter (``plugattn.from_official(name)``)."""
+    return _official._CONVERTERS[name](**kwargs)[1]
+
+
+def _key_map(depth: int, attention: str) -> KeyMap:
+    """Official ``ResidualNet`` keys → ours (torchvision's, with ``insert``'s wrapping of the last BN)."""
+    last_bn = "bn2" if _DEPTHS[depth][0] is BasicBlock else "bn3"
+    if attention == "bam":
+        bam_map = _module_key_map("bam", gate_channel=64)
+
+        def bam_keys(key: str) -> str | None:
+            m = _BAM_KEY.match(key)
+            if m is None:
+                return key  # the trunk: torchvision's names
+            inner = bam_map(m.group(2))
+            return None if inner is None else f"layer{m.group(1)}.attn.{inner}"
+
+        return bam_keys
+
+    official_attr = "cbam" if attention == "cbam" else "triplet_attention"
+    attn_map = (_module_key_map("cbam", gate_channels=64) if attention == "cbam"
+                else _module_key_map("triplet_models", gate_channels=64))
+
+    def block_keys(key: str) -> str | None:
+        m = _BLOCK_KEY.match(key)
+        if m is None:
+            return key
+        block, child, rest = m.groups()
+        if child == official_attr:
+            inner = attn_map(rest)
+            return None if inner is None else f"{block}.{last_bn}.attn.{inner}"
+        if child == last_bn:
+            return f"{block}.{last_bn}.module.{rest}"
+        return key
+
+    return block_keys
+
+
+# --- registered networks ----------------------------------------------------------------------------------------
+
+_ATTENTION = {
+    "cbam": ("CBAM: Convolutional Block Attention Module", "https://arxiv.org/abs/1807.06521",
+             "Jongchan/attention-module @ 459efad0e05ee7dde50c41ca10a3d0800bc3792a, MODELS/model_resnet.py, "
+             "ResidualNet('ImageNet', {depth}, 1000, 'CBAM')"),
+    "bam": ("BAM: Bottleneck Attention Module", "https://arxiv.org/abs/1807.06514",
+            "Jongchan/attention-module @ 459efad0e05ee7dde50c41ca10a3d0800bc3792a, MODELS/model_resnet.py, "
+            "ResidualNet('ImageNet', {depth}, 1000, 'BAM')"),
+    "triplet": ("Rotate to Attend: Convolutional Triplet Attention Module", "https://arxiv.org/abs/2010.03045",
+                "landskape-ai/triplet-attention @ 2cf02fb91196408ac6352f7984a0336aa4f7677a, MODELS/resnet.py, "
+                "ResidualNet('ImageNet', {depth}, 1000, 'TripletAttention')"),
+}
+
+
+def _meta(attention: str, depth: int) -> dict[str, Any]:
+    paper, url, source = _ATTENTION[attention]
+    return {"paper": paper, "url": url, "official": source.format(depth=depth), "task": "classification",
+            "input_size": (3, 224, 224), "num_classes": 1000}
+
+
+def _converter(depth: int, attention: str) -> Callable[..., tuple[nn.Module, KeyMap]]:
+    def convert(num_classes: int = 1000) -> tuple[nn.Module, KeyMap]:
+        """The official ``ResidualNet('ImageNet', depth, num_classes, att_type)`` (default: 1000 classes)."""
+        return _build(depth, attention, num_classes=num_classes, global_pool="avg7"), _key_map(depth, attention)
+
+    return convert
+
+
+for _att in ("cbam", "bam", "triplet"):
+    for _depth in _DEPTHS:
+        official(f"{_att}_resnet{_depth}")(_converter(_depth, _att))
+
+
+_DOC = """{title}-{depth}: the official ``ResidualNet('ImageNet', {depth}, num_classes, '{att}')``.
+
+    torchvision's ResNet-{depth} with {where}, and the official ``nn.AvgPool2d(7)`` head (module docstring).
+    Output: logits (N, num_classes). Official parameters at 1000 classes: {params:,}.
+
+    Args:
+        num_classes: classifier outputs (0: none). Default: 1000.
+        global_pool: ``"avg7"`` (official; 193–224 px inputs) or ``"avg"`` (the global mean, any size).
+    """
+
+_WHERE = {
+    "cbam": "CBAM (r 16, avg + max pools, 7×7 spatial gate) on the last BN's output, before the add, in every block",
+    "bam": "BAM (r 16, dilation 4) between stages, on the outputs of layer1, layer2 and layer3",
+    "triplet": "Triplet Attention (k 7) on the last BN's output, before the add, in every block",
+}
+_TITLE = {"cbam": "CBAM-ResNet", "bam": "BAM-ResNet", "triplet": "Triplet-Attention ResNet"}
+_OFFICIAL_ATT = {"cbam": "CBAM", "bam": "BAM", "triplet": "TripletAttention"}
+
+# official parameter counts at 1000 classes (the 50s: NETWORKS.md §0; the others: the official factories)
+OFFICIAL_PARAMS = {
+    "cbam_resnet18": 11_779_392, "cbam_resnet34": 21_960_468, "cbam_resnet50": 28_089_624,
+    "cbam_resnet101": 49_330_172,
+    "bam_resnet18": 11_712_503, "bam_resnet34": 21_820_663, "bam_resnet50": 25_915_099,
+    "bam_resnet101": 44_907_227,
+    "triplet_resnet18": 11_691_912, "triplet_resnet34": 21_802_472, "triplet_resnet50": 25_561_832,
+    "triplet_resnet101": 44_559_060,
+}
+
+
+def _factory(attention: str, depth: int) -> Callable[..., nn.Module]:
+    def build(*, num_classes: int = 1000, global_pool: str = "avg7") -> nn.Module:
+        return _build(depth, attention, num_classes=num_classes, global_pool=global_pool)
+
+    key = f"{attention}_resnet{depth}"
+    build.__name__ = build.__qualname__ = key
+    build.__doc__ = _DOC.format(title=_TITLE[attention], depth=depth, att=_OFFICIAL_ATT[attention],
+                                where=_WHERE[attention], params=OFFICIAL_PARAMS[key])
+    return register_model(key, **_meta(attention, depth))(build)
+
+
+cbam_resnet18 = _factory("cbam", 18)
+cbam_resnet34 = _factory("cbam", 34)
+cbam_resnet50 = _factory("cbam", 50)
+cbam_resnet101 = _factory("cbam", 101)
+bam_resnet18 = _factory("bam", 18)
+bam_resnet34 = _factory("bam", 34)
+bam_resnet50 = _factory("bam", 50)
+bam_resnet101 = _factory("bam", 101)
+triplet_resnet18 = _factory("triplet", 18)
+triplet_resnet34 = _factory("triplet", 34)
+triplet_resnet50 = _factory("triplet", 50)
+triplet_resnet101 = _factory("triplet", 101)
