@@ -5,6 +5,7 @@ Every module reweights a feature map; each is faithful to its paper and its offi
 squeeze, excite, gate and reweight parts.
 """
 
+from . import models  # noqa: F401  (registers the networks and their official converters)
 from . import modules as _modules  # noqa: F401  (registers every named module)
 from ._layers import LayerType
 from .analysis.capture import capture
@@ -30,7 +31,6 @@ from .modules.srm import StyleRecalibration
 from .modules.triplet import TripletAttention
 from .official import from_official, list_official
 from .registry import ModuleInfo, create, get, info, list_modules, register
-from . import models  # noqa: F401  (registers the networks and their official converters)
 from .space import ClusterSE, Excite, Gate, MultiScaleECA, Reweight, Squeeze, compose  # registers the space variants
 
 __version__ = "0.1.0"

@@ -64,6 +64,7 @@ from . import registry
 __all__ = ["insert", "inserted", "supported_blocks", "Insertion", "Inserted", "ZeroInit"]
 
 Where = Union[None, str, Sequence[str], Callable[[str, nn.Module], bool]]
+_INSERTIONS_ATTR = "_plugattn_insertions"  # the model attribute listing its insertions (see insert, inserted)
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,7 @@ def inserted(model: nn.Module) -> list[Insertion]:
     Paths are read at call time (by module identity), so they stay right when a later insertion wraps an
     earlier one; modules removed from the model since are left out.
     """
-    records = getattr(model, "_plugattn_insertions", [])
+    records = getattr(model, _INSERTIONS_ATTR, [])
     paths = {id(mod): (i, p) for i, (p, mod) in enumerate(model.named_modules())}
     found = sorted(((paths[id(m)], rec) for m, rec in records if id(m) in paths), key=lambda t: t[0][0])
     return [dataclasses.replace(rec, path=p) for (_, p), rec in found]
@@ -462,5 +463,5 @@ def insert(
         inner = attn.attn if wrapped else attn
         added.append((attn, Insertion("", path, c, label, type(inner), wrapped)))
     # a plain attribute (not a submodule, not in the state_dict) read by inserted()
-    model._plugattn_insertions = list(getattr(model, "_plugattn_insertions", [])) + added
+    setattr(model, _INSERTIONS_ATTR, list(getattr(model, _INSERTIONS_ATTR, [])) + added)
     return model

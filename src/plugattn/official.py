@@ -53,7 +53,7 @@ def list_official() -> list[str]:
     return sorted(_CONVERTERS)
 
 
-def rename_prefix(*pairs: tuple[str, str]) -> KeyMap:
+def rename_prefix(*pairs: tuple[str, str]) -> Callable[[str], str]:
     """A key map that rewrites the first matching official prefix to ours; unmatched keys pass unchanged."""
 
     def key_map(key: str) -> str:

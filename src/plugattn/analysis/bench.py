@@ -55,7 +55,7 @@ def _stats(times: list[float]) -> dict[str, float]:
 def time_interleaved(
     fns: dict[str, Callable[[], object]], *, repeats: int = 7, warmup: int = 2, min_sample_ms: float = 20.0,
     device: str = "cpu",
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | list[float]]]:
     """Time several functions side by side: median, 25th and 75th percentile in ms per call, per name.
 
     Each function is warmed up (``warmup`` calls), then called ``k`` times per sample, with ``k`` chosen so that one
@@ -140,7 +140,9 @@ def bench(
     rows = []
     for name in names:
         torch.manual_seed(0)
-        module = registry.create(name, c).to(device=device, dtype=torch_dtype, memory_format=fmt).eval()
+        # Module.to accepts memory_format with device and dtype, but torch's overloads take it only alone
+        module = registry.create(name, c).to(  # type: ignore[call-overload]
+            device=device, dtype=torch_dtype, memory_format=fmt).eval()
         x = torch.randn(n, c, h, w, device=device, dtype=torch_dtype).to(memory_format=fmt)
         row: dict = {"name": name, "shape": list(shape), "dtype": dtype, "memory_format": memory_format,
                      "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -16,9 +16,9 @@ pooled, like the non-local block's, gives maps of the pooled size).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Union
+from typing import Union, cast
 
 import torch
 import torch.nn as nn
@@ -202,7 +202,8 @@ def _rows_hook(maps: dict[str, Tensor], key: str, query: Query):
         n, _, h, w = x.shape
         idx = query_indices(query, h, w)
         with torch.no_grad():
-            rows = module.attention_rows(x, idx).detach()  # (N, Q, S): S keys, H·W or a pooled grid
+            attention_rows = cast("Callable[[Tensor, list[int]], Tensor]", module.attention_rows)
+            rows = attention_rows(x, idx).detach()  # (N, Q, S): S keys, H·W or a pooled grid
         maps[key] = _as_maps(rows, h, w)
 
     return hook

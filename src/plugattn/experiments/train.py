@@ -94,7 +94,8 @@ def build_model(module: str | None, data_meta: dict[str, Any], recipe: Recipe) -
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
@@ -178,9 +179,11 @@ def train_run(
         raise ValueError(f"train_run: batch_size {recipe.batch_size} must be divisible by the world size {world}")
     name = module or "baseline"
     out = Path(out_dir) if out_dir is not None else None
-    meta = {"module": name, "seed": int(seed), "recipe": asdict(recipe), "data": data.describe(), "world_size": world,
-            "threads": torch.get_num_threads(), "device": device.type, "torch": str(torch.__version__),
-            "version": CKPT_VERSION}
+    meta: dict[str, Any] = {
+        "module": name, "seed": int(seed), "recipe": asdict(recipe), "data": data.describe(), "world_size": world,
+        "threads": torch.get_num_threads(), "device": device.type, "torch": str(torch.__version__),
+        "version": CKPT_VERSION,
+    }
     if out is not None and (out / "result.json").is_file():
         return json.loads((out / "result.json").read_text())
 
@@ -219,8 +222,9 @@ def train_run(
         perm = torch.randperm(n, generator=g)
         t0 = time.perf_counter()
         seen, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(range(steps_per_epoch), desc=desc or f"{name} seed {seed}", unit="batch", leave=False,
-                   dynamic_ncols=True) if show else range(steps_per_epoch)
+        # a tqdm bar (untyped) when shown, else the plain range
+        bar: Any = tqdm(range(steps_per_epoch), desc=desc or f"{name} seed {seed}", unit="batch", leave=False,
+                        dynamic_ncols=True) if show else range(steps_per_epoch)
         if show:
             bar.set_description(f"{desc or name + ' seed ' + str(seed)} ep {epoch + 1}/{recipe.epochs}")
         for i in bar:

@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -115,7 +115,7 @@ def _branch_names(model: nn.Module, gate_path: str, n: int) -> list[str]:
     """SK branch labels from the first conv of each path: kernel, dilation and effective size."""
     names = [f"branch {b}" for b in range(n)]
     try:
-        paths = model.get_submodule(gate_path.rsplit(".", 1)[0]).paths
+        paths = cast(nn.ModuleList, model.get_submodule(gate_path.rsplit(".", 1)[0]).paths)
     except AttributeError:
         return names
     for b, p in enumerate(list(paths)[:n]):
@@ -245,10 +245,10 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
         keys = sorted(cw)
         fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6.0), squeeze=False)
         for j, k in enumerate(keys):
-            label, w = cw[k]
+            label, weights = cw[k]
             top, bottom = axes[0, j], axes[1, j]
             if label == "branch weights":  # SK: weight on each branch (kernel), per class
-                per = torch.stack([w[ys == c].mean((0, 2)) for c in range(len(classes))])  # (classes, M)
+                per = torch.stack([weights[ys == c].mean((0, 2)) for c in range(len(classes))])  # (classes, M)
                 nb = per.shape[1]
                 names = _branch_names(model, k, nb)
                 for b in range(nb):
@@ -264,8 +264,8 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
                 bottom.set_xticks(range(len(classes)), classes, rotation=60, fontsize=6)
                 bottom.set_ylabel("minus mean over classes", fontsize=8)
             else:  # heat maps: classes × channels (sorted by their mean over all images)
-                order = w.mean(0).argsort(descending=True)
-                per = torch.stack([w[ys == c].mean(0)[order] for c in range(len(classes))])  # (classes, C)
+                order = weights.mean(0).argsort(descending=True)
+                per = torch.stack([weights[ys == c].mean(0)[order] for c in range(len(classes))])  # (classes, C)
                 dev = per - per.mean(0, keepdim=True)
                 im = top.imshow(per.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
                 fig.colorbar(im, ax=top, fraction=0.046, pad=0.02)
@@ -306,12 +306,12 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
         fig, axes = plt.subplots(len(img_i), len(keys) * len(queries),
                                  figsize=(1.2 * len(keys) * len(queries), 1.35 * len(img_i) + 0.6), squeeze=False)
         for r, i in enumerate(img_i):
-            for kk, k in enumerate(keys):
+            for ki, k in enumerate(keys):
                 m = qmaps[k][r]  # (Q, h, w)
                 h, w = m.shape[-2:]
                 H, W = xs.shape[-2:]
                 for q, (qy, qx) in enumerate(queries):
-                    a = axes[r, kk * len(queries) + q]
+                    a = axes[r, ki * len(queries) + q]
                     _overlay(a, xs[i], m[q])
                     iy, ix = divmod(query_indices((qy, qx), h, w)[0], w)
                     a.plot((ix + 0.5) * W / w - 0.5, (iy + 0.5) * H / h - 0.5, "w+", ms=7, mew=2)

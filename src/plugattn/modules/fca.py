@@ -81,6 +81,8 @@ class MultiSpectralChannelAttention(nn.Module):
         torch.Size([2, 64, 14, 9])
     """
 
+    dct_weight: Tensor  # non-persistent buffer, registered in __init__
+
     def __init__(
         self,
         channels: int,

@@ -114,7 +114,7 @@ class GatherExcite(nn.Module):
                 raise ValueError(f"{owner}: with extra_params=True, extent must be a power of two, got {extent}")
             if add_maxpool:
                 raise ValueError(f"{owner}: add_maxpool applies to the parameter-free gather only")
-            self.gather = nn.Sequential()
+            self.gather: nn.Sequential | None = nn.Sequential()
             for i in range(num_conv):
                 self.gather.add_module(
                     f"conv{i + 1}", nn.Conv2d(channels, channels, 3, 2, 1, groups=channels, bias=False, **dd))
@@ -127,9 +127,9 @@ class GatherExcite(nn.Module):
             self.gather = None
         rd_channels = reduced_width(owner, channels, rd_ratio, rd_channels, rd_divisor)  # checked even if unused
         if use_mlp:
-            self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
-            self.act = get_layer(act_layer, arg_name="act_layer")
-            self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
+            self.fc1: nn.Conv2d | None = nn.Conv2d(channels, rd_channels, 1, bias=True, **dd)
+            self.act: nn.Module | None = get_layer(act_layer, arg_name="act_layer")
+            self.fc2: nn.Conv2d | None = nn.Conv2d(rd_channels, channels, 1, bias=True, **dd)
         else:
             rd_channels = None
             self.fc1 = self.act = self.fc2 = None
@@ -154,6 +154,7 @@ class GatherExcite(nn.Module):
             if self.add_maxpool:
                 s = 0.5 * s + 0.5 * F.max_pool2d(x, k, e, k // 2)
         if self.fc1 is not None:  # GE-θ⁺: the excite MLP
+            assert self.act is not None and self.fc2 is not None  # built with fc1 (use_mlp)
             s = self.fc2(self.act(self.fc1(s)))
         if e != 0:  # a local extent: back to H × W by nearest neighbour (global: broadcast)
             s = F.interpolate(s, size=x.shape[-2:], mode="nearest")

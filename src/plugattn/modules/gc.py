@@ -143,12 +143,14 @@ class GlobalContextBlock(nn.Module):
         check_input(self, x, self.channels)
         n, c = x.shape[:2]
         if self.conv_attn is not None:  # attention pooling: softmax over the H·W positions of W_k x
+            assert self.attn_gate is not None  # built with conv_attn (use_attn)
             a = self.attn_gate(self.conv_attn(x).flatten(2))  # (N, 1, HW)
             context = torch.matmul(x.flatten(2), a.transpose(1, 2)).view(n, c, 1, 1)  # (N, C, 1, 1): Σ_j a_j x_j
         else:
             context = x.mean((2, 3), keepdim=True)  # (N, C, 1, 1)
         out = x
         if self.mlp_scale is not None:
+            assert self.gate is not None  # built with mlp_scale (fuse_scale)
             out = out * self.gate(self.mlp_scale(context))
         if self.mlp_add is not None:
             out = out + self.mlp_add(context)

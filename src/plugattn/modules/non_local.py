@@ -137,6 +137,7 @@ class NonLocal(nn.Module):
         """Official Caffe2 init: conv weights N(0, 0.01²), biases 0; the output norm (or, without one, W_z) 0."""
         for conv in (self.theta, self.phi, self.g, self.proj):
             nn.init.normal_(conv.weight, std=0.01)
+            assert conv.bias is not None  # built with bias=True
             nn.init.zeros_(conv.bias)
         if isinstance(self.norm, nn.Identity):
             nn.init.zeros_(self.proj.weight)

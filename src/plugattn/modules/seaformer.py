@@ -164,10 +164,11 @@ class SeaAttention(nn.Module):
         for p in (self.pos_row_q, self.pos_row_k, self.pos_col_q, self.pos_col_k):
             nn.init.normal_(p)
         for seq in (self.encode_row, self.encode_col, self.proj):
-            if getattr(seq.bn, "weight", None) is not None:
-                nn.init.zeros_(seq.bn.weight)
-            if getattr(seq.bn, "bias", None) is not None:
-                nn.init.zeros_(seq.bn.bias)
+            weight, bias = getattr(seq.bn, "weight", None), getattr(seq.bn, "bias", None)
+            if weight is not None:
+                nn.init.zeros_(weight)
+            if bias is not None:
+                nn.init.zeros_(bias)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, key_dim={self.key_dim}, num_heads={self.num_heads}, "

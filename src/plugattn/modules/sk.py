@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -186,9 +187,10 @@ class SelectiveKernel(nn.Module):
         return v
 
     def extra_repr(self) -> str:
-        kernels = tuple(p.conv.kernel_size[0] for p in self.paths)
-        dilations = tuple(p.conv.dilation[0] for p in self.paths)
-        conv = self.paths[0].conv
+        convs = [cast(ConvNormAct, p).conv for p in self.paths]
+        kernels = tuple(c.kernel_size[0] for c in convs)
+        dilations = tuple(c.dilation[0] for c in convs)
+        conv = convs[0]
         return (f"channels={self.channels}, out_channels={self.out_channels}, kernel_size={kernels}, "
                 f"dilation={dilations}, stride={conv.stride[0]}, groups={conv.groups}, "
                 f"rd_channels={self.fc_reduce.out_channels}, split_input={self.split_input}")

@@ -13,6 +13,8 @@ copies.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -76,8 +78,8 @@ class TripletAttention(nn.Module):
         name = type(self).__name__
         check_optional_positive(name, channels=channels)
         check_odd_kernel(name, kernel_size)
-        kw = {"kernel_size": kernel_size, "norm_layer": norm_layer, "gate_layer": gate_layer,
-              "device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"kernel_size": kernel_size, "norm_layer": norm_layer, "gate_layer": gate_layer,
+                              "device": device, "dtype": dtype}
         self.channels = channels
         self.kernel_size = kernel_size
         self.scale = 1 / 2 if no_spatial else 1 / 3  # the official Python-float factor

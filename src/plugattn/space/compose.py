@@ -26,6 +26,7 @@ from .excite import (
     ChannelConv,
     ChannelSelfAttention,
     ChannelwiseFC,
+    Excite,
     Identity,
     MultiScale,
     SpatialConv,
@@ -178,6 +179,7 @@ def _make_excite(channels: int, spec: str | nn.Module, sq: nn.Module, kw: dict, 
     if spec == "multiscale":
         sizes = kw.pop("kernel_sizes", (3, 5, 7) if axes != "c" else (3, 7))
         fuse = kw.pop("fuse", "sum")
+        branches: list[Excite]
         if axes == "c":
             branches = [SpatialConv(c_in, c_out, kernel_size=k, **kw, **dd) for k in sizes]
         else:

@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -182,7 +185,7 @@ class Parallel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, self.channels)
         if self.combine.startswith("logits"):
-            ls = [a.logits(x) for a in self.attns]
+            ls = [cast("Callable[[Tensor], Tensor]", a.logits)(x) for a in self.attns]  # checked in __init__
             fused = ls[0]
             for t in ls[1:]:
                 fused = fused * t if self.combine == "logits_prod" else fused + t

@@ -21,6 +21,7 @@ it returns one descriptor per statistic, to be excited by one shared excitation 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.fx
@@ -175,7 +176,8 @@ class Pool(Squeeze):
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
         if self.axes == "h+w":
-            return self._pool(x, (3,)), self._pool(x, (2,))  # (N, C, H, 1), (N, C, 1, W)
+            # one statistic or merge='mean' (checked in __init__): each pool is a single tensor
+            return cast(Tensor, self._pool(x, (3,))), cast(Tensor, self._pool(x, (2,)))  # (N, C, H, 1), (N, C, 1, W)
         return self._pool(x, _DIMS[self.axes])
 
     def extra_repr(self) -> str:
@@ -254,6 +256,8 @@ class DCTPool(Squeeze):
         >>> DCTPool(16)(torch.randn(2, 16, 14, 9)).shape
         torch.Size([2, 16, 1, 1])
     """
+
+    dct_weight: Tensor  # non-persistent buffer, registered in __init__
 
     def __init__(self, channels: int, *, dct_h: int = 7, dct_w: int = 7, freq_sel_method: str = "top16",
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
