@@ -25,7 +25,7 @@ try:
 except ImportError:  # numpy is optional: without it, arrays are not accepted
     np = None  # type: ignore[assignment]
 
-__all__ = ["from_official", "official", "list_official", "load_converted", "unwrap_state_dict"]
+__all__ = ["from_official", "official", "list_official", "official_converter", "load_converted", "unwrap_state_dict"]
 
 _log = logging.getLogger("plugattn")
 
@@ -51,6 +51,17 @@ def official(name: str) -> Callable[[Converter], Converter]:
 def list_official() -> list[str]:
     """Sorted names accepted by :func:`from_official`."""
     return sorted(_CONVERTERS)
+
+
+def official_converter(name: str, **official_kwargs: Any) -> tuple[nn.Module, KeyMap]:
+    """The module :func:`from_official` would build for ``name`` and its official-key → our-key map, unloaded.
+
+    For composing converters (a network whose blocks hold an official module) and inspecting key layouts.
+    """
+    if name not in _CONVERTERS:
+        raise ValueError(f"official_converter: unknown name {name!r}; expected one of: {', '.join(list_official())}")
+    module, key_map, *_ = _CONVERTERS[name](**official_kwargs)
+    return module, key_map
 
 
 def rename_prefix(*pairs: tuple[str, str]) -> Callable[[str], str]:

@@ -114,10 +114,10 @@ def test_placements():
     assert [bam.get_submodule(f"layer{i}.attn").channels for i in (1, 2, 3)] == [256, 512, 1024]
     assert not hasattr(bam.layer4, "attn") and sum(isinstance(m, JongchanBAM) for m in bam.modules()) == 3
     # official key names map as documented
-    key_map = plugattn.official._CONVERTERS["bam_resnet50"]()[1]
+    key_map = plugattn.official.official_converter("bam_resnet50")[1]
     assert key_map("bam2.spatial_att.gate_s.gate_s_conv_di_1.weight") == "layer2.attn.spatial.2.conv.weight"
     assert key_map("layer2.0.conv2.weight") == "layer2.0.conv2.weight"
-    key_map = plugattn.official._CONVERTERS["cbam_resnet50"]()[1]
+    key_map = plugattn.official.official_converter("cbam_resnet50")[1]
     assert key_map("layer1.0.bn3.running_var") == "layer1.0.bn3.module.running_var"
     assert key_map("layer1.0.cbam.ChannelGate.mlp.1.weight") == "layer1.0.bn3.attn.channel.fc1.weight"
 

@@ -77,9 +77,9 @@ def official_keys(key: str) -> list[str]:
 
 def converter(key: str):
     """Our model and key map from the registered ``from_official`` converter."""
-    from plugattn.official import _CONVERTERS
+    from plugattn.official import official_converter
 
-    return _CONVERTERS[key]()[:2]
+    return official_converter(key)
 
 
 @pytest.mark.parametrize("key", sorted(COUNTS))

@@ -237,7 +237,7 @@ _BAM_KEY = re.compile(r"^bam([123])\.(.+)$")
 
 def _module_key_map(name: str, **kwargs: Any) -> KeyMap:
     """The key map of the attention module's own official converter (``plugattn.from_official(name)``)."""
-    return _official._CONVERTERS[name](**kwargs)[1]
+    return _official.official_converter(name, **kwargs)[1]
 
 
 def _key_map(depth: int, attention: str) -> KeyMap:

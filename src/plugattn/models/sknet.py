@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch import Tensor
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from ..official import _CONVERTERS, official
+from ..official import official, official_converter
 from ._registry import register_model
 
 __all__ = ["SKResNet", "SKUnit", "SKNetCifar", "sknet50", "sknet101", "sknet_ppplang_cifar"]
@@ -34,8 +34,7 @@ _PPPLANG = "pppLang/SKNet @ ef76d8dd, sknet.py, SKNet(10)"
 
 def _module_converter(name: str, **kwargs: object) -> tuple[nn.Module, Callable[[str], str | None]]:
     """The module and key map of module converter ``name`` (``from_official(name, ...)`` without loading)."""
-    module, key_map, *_ = _CONVERTERS[name](**kwargs)
-    return module, key_map
+    return official_converter(name, **kwargs)
 
 
 def _reset_linear(owner: nn.Module, attr: str, in_features: int, num_classes: int) -> None:
