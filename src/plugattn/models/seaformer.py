@@ -202,7 +202,7 @@ class SeaFormer(nn.Module):
             raise ValueError(f"{owner}: depths, key_dims and mlp_ratios need one entry per transformer stage "
                              f"(at most {len(stages)}), got {list(depths)}, {list(key_dims)}, {list(mlp_ratios)}")
         self.stem = ConvNormAct(in_chans, stem_channels, 3, stride=2, act_layer="relu")
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         first_trans = len(stages) - len(depths)
         self.transformer_stages = tuple(range(first_trans, len(stages)))
         channels = stem_channels
