@@ -48,6 +48,44 @@ def rand(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tens
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
 
 
+def assert_matches_reference(module: nn.Module, reference, shapes, channels: int, *, dtype: torch.dtype = torch.float64,
+                             tol: tuple[float, float] | None = None, grad_tol: tuple[float, float] | None = None,
+                             layouts: bool = True, grad: bool = True, layout_1x1: bool = False,
+                             seeds=lambda i, shape: (i, 50 + i), make_x=None) -> None:
+    """``module(x)`` and its input gradient equal ``reference(x)``'s, for every ``(n, h, w)`` in ``shapes``.
+
+    For each shape: x = ``make_x((n, channels, h, w), seed)`` (default ``rand``) and an output gradient g (drawn
+    with ``rand`` in the reference output's shape), with ``(x seed, g seed) = seeds(i, (n, h, w))``. The module
+    runs on x in contiguous and (``layouts``) channels_last layout; each output and (``grad``) input gradient must
+    equal the reference's within ``tol`` / ``grad_tol`` (default ``TOL[dtype]``), and the output must be
+    channels_last exactly when x is, unless it has a single channel or a single position (``layout_1x1``: checked
+    there too). The output under ``torch.no_grad`` is checked as well.
+    """
+    atol, rtol = tol or TOL[dtype]
+    grad_atol, grad_rtol = grad_tol or TOL[dtype]
+    for i, (n, h, w) in enumerate(shapes):
+        x_seed, g_seed = seeds(i, (n, h, w))
+        x = make_x((n, channels, h, w), x_seed) if make_x else rand(n, channels, h, w, seed=x_seed, dtype=dtype)
+        xr = x.clone().requires_grad_(grad)
+        want = reference(xr)
+        g = rand(*want.shape, seed=g_seed, dtype=dtype)
+        if grad:
+            want_grad, = torch.autograd.grad(want, xr, g)
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), want.detach(), atol=atol, rtol=rtol)
+        for channels_last in (False, True) if layouts else (False,):
+            xin = x.to(memory_format=torch.channels_last) if channels_last else x.contiguous()
+            xa = xin.clone().requires_grad_(grad)
+            got = module(xa)
+            torch.testing.assert_close(got, want.detach(), atol=atol, rtol=rtol)
+            if grad:
+                got_grad, = torch.autograd.grad(got, xa, g)
+                torch.testing.assert_close(got_grad, want_grad, atol=grad_atol, rtol=grad_rtol)
+            if layout_1x1 or (got.shape[1] > 1 and got.shape[2] * got.shape[3] > 1):
+                assert got.is_contiguous(memory_format=torch.channels_last) == channels_last, (
+                    f"shape {(n, h, w)}: channels_last input {channels_last}, output strides {got.stride()}")
+
+
 def as_tuple(y) -> tuple[Tensor, ...]:
     """Module outputs as a tuple (heads return several maps)."""
     return tuple(y) if isinstance(y, (tuple, list)) else (y,)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, assert_matches_reference, rand, randomize_
 from plugattn.modules.ema import EfficientMultiScaleAttention
 
 F64 = torch.float64
@@ -60,18 +60,7 @@ def ema_reference(sd: dict[str, torch.Tensor], x: torch.Tensor, groups: int, eps
 def test_ema_matches_official_with_gradients(c, factor):
     sd = official_state_dict(c // factor, seed=c + factor)
     m = plugattn.from_official("ema", sd, channels=c, factor=factor).double()
-    for n, h, w in SIZES:
-        x = rand(n, c, h, w, seed=15 + h, dtype=F64).requires_grad_()
-        want = ema_reference(sd, x, factor)
-        gy = rand(*want.shape, seed=16, dtype=F64)
-        (want_grad,) = torch.autograd.grad(want, x, gy)
-        for memory_format in (torch.contiguous_format, torch.channels_last):
-            xm = x.detach().to(memory_format=memory_format).requires_grad_()
-            got = m(xm)
-            close(got, want)
-            if h * w > 1 and memory_format == torch.channels_last:
-                assert got.is_contiguous(memory_format=torch.channels_last)
-            close(torch.autograd.grad(got, xm, gy)[0], want_grad)
+    assert_matches_reference(m, lambda x: ema_reference(sd, x, factor), SIZES, c, seeds=lambda i, s: (15 + s[1], 16))
 
 
 def test_ema_parameter_gradients_match_official():

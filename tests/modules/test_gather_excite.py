@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import assert_matches_reference, rand, randomize_
 from plugattn.modules.gather_excite import GatherExcite
 
 F64 = torch.float64
@@ -82,21 +82,7 @@ GE_CONFIGS = [
 def test_ge_matches_reference(kwargs):
     """Output and input gradient equal the reference, for contiguous and channels_last x (layout kept)."""
     m = build(**kwargs)
-    tol = TOL[F64]
-    for i, (n, h, w) in enumerate(SHAPES):
-        x = rand(n, 32, h, w, seed=i, dtype=F64)
-        g = rand(n, 32, h, w, seed=50 + i, dtype=F64)
-        xr = x.clone().requires_grad_()
-        want = ge_ref(m, xr)
-        want_grad, = torch.autograd.grad(want, xr, g)
-        for xin in (x, x.to(memory_format=torch.channels_last)):
-            xa = xin.clone().requires_grad_()
-            got = m(xa)
-            torch.testing.assert_close(got, want.detach(), atol=tol[0], rtol=tol[1])
-            got_grad, = torch.autograd.grad(got, xa, g)
-            torch.testing.assert_close(got_grad, want_grad, atol=tol[0], rtol=tol[1])
-            if h * w > 1:
-                assert got.is_contiguous(memory_format=torch.channels_last) == (xin is not x)
+    assert_matches_reference(m, lambda x: ge_ref(m, x), SHAPES, 32)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import assert_matches_reference, rand, randomize_
 from plugattn.modules.se import EffectiveSqueezeExcite, SqueezeExcite
 
 F64 = torch.float64
@@ -24,24 +24,6 @@ HSIG_TOL = (1e-7, 1e-6)
 
 def build(cls, channels: int = 32, seed: int = 0, **kwargs) -> nn.Module:
     return randomize_(cls(channels, dtype=F64, **kwargs), seed).eval()
-
-
-def assert_matches_reference(m: nn.Module, ref, channels: int, tol=TOL[F64], grad_tol=TOL[F64]) -> None:
-    """Output and input gradient equal ``ref(m, x)``, for contiguous and channels_last x (layout kept)."""
-    for i, (n, h, w) in enumerate(SHAPES):
-        x = rand(n, channels, h, w, seed=i, dtype=F64)
-        g = rand(n, channels, h, w, seed=50 + i, dtype=F64)
-        xr = x.clone().requires_grad_()
-        want = ref(m, xr)
-        want_grad, = torch.autograd.grad(want, xr, g)
-        for xin in (x, x.to(memory_format=torch.channels_last)):
-            xa = xin.clone().requires_grad_()
-            got = m(xa)
-            torch.testing.assert_close(got, want.detach(), atol=tol[0], rtol=tol[1])
-            got_grad, = torch.autograd.grad(got, xa, g)
-            torch.testing.assert_close(got_grad, want_grad, atol=grad_tol[0], rtol=grad_tol[1])
-            if h * w > 1:
-                assert got.is_contiguous(memory_format=torch.channels_last) == (xin is not x)
 
 
 def se_ref(m: SqueezeExcite, x: torch.Tensor) -> torch.Tensor:
@@ -72,13 +54,13 @@ SE_CONFIGS = [{}, {"add_maxpool": True}, {"bias": False}, {"norm_layer": "batchn
 @pytest.mark.parametrize("kwargs", SE_CONFIGS, ids=str)
 def test_se_matches_reference(kwargs):
     m = build(SqueezeExcite, **kwargs)
-    assert_matches_reference(m, se_ref, 32)
+    assert_matches_reference(m, lambda x: se_ref(m, x), SHAPES, 32)
 
 
 @pytest.mark.parametrize("add_maxpool", [False, True])
 def test_ese_matches_reference(add_maxpool):
     m = build(EffectiveSqueezeExcite, add_maxpool=add_maxpool)
-    assert_matches_reference(m, ese_ref, 32, grad_tol=HSIG_TOL)
+    assert_matches_reference(m, lambda x: ese_ref(m, x), SHAPES, 32, grad_tol=HSIG_TOL)
 
 
 def test_se_reference_other_width():

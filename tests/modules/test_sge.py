@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, assert_matches_reference, rand, randomize_
 from plugattn.modules.sge import SpatialGroupEnhance
 
 F64 = torch.float64
@@ -47,18 +47,8 @@ def sge_reference(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, gro
 def test_sge_matches_official_with_gradients(c, groups):
     sd = official_state_dict(groups, seed=c + groups)
     m = plugattn.from_official("sge", sd, groups=groups, channels=c).double()
-    for n, h, w in SIZES:
-        x = rand(n, c, h, w, seed=17 + h, dtype=F64).requires_grad_()
-        want = sge_reference(sd["weight"], sd["bias"], x, groups)
-        gy = rand(*want.shape, seed=18, dtype=F64)
-        (want_grad,) = torch.autograd.grad(want, x, gy)
-        for memory_format in (torch.contiguous_format, torch.channels_last):
-            xm = x.detach().to(memory_format=memory_format).requires_grad_()
-            got = m(xm)
-            close(got, want)
-            if memory_format == torch.channels_last:
-                assert got.is_contiguous(memory_format=torch.channels_last)
-            close(torch.autograd.grad(got, xm, gy)[0], want_grad)
+    assert_matches_reference(m, lambda x: sge_reference(sd["weight"], sd["bias"], x, groups), SIZES, c,
+                             seeds=lambda i, s: (17 + s[1], 18))
 
 
 def test_sge_parameter_gradients_match_official():

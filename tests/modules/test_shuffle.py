@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, assert_matches_reference, rand, randomize_
 from plugattn.modules.shuffle import ShuffleAttention
 
 F64 = torch.float64
@@ -58,20 +58,7 @@ def test_shuffle_matches_official_with_gradients(c, groups):
     half = c // (2 * groups)
     sd = official_state_dict(half, seed=c + groups)
     m = plugattn.from_official("shuffle", sd, channel=c, groups=groups).double()
-    for n, h, w in SIZES:
-        x = rand(n, c, h, w, seed=16 + h, dtype=F64).requires_grad_()
-        want = sa_reference(sd, x, groups)
-        gy = rand(*want.shape, seed=17, dtype=F64)
-        (want_grad,) = torch.autograd.grad(want, x, gy)
-        for memory_format in (torch.contiguous_format, torch.channels_last):
-            xm = x.detach().to(memory_format=memory_format).requires_grad_()
-            got = m(xm)
-            close(got, want)
-            if h * w > 1 and memory_format == torch.channels_last:
-                assert got.is_contiguous(memory_format=torch.channels_last)
-            close(torch.autograd.grad(got, xm, gy)[0], want_grad)
-        with torch.no_grad():
-            close(m(x), want)
+    assert_matches_reference(m, lambda x: sa_reference(sd, x, groups), SIZES, c, seeds=lambda i, s: (16 + s[1], 17))
 
 
 def test_shuffle_parameter_gradients_match_official():

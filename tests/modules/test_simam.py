@@ -12,7 +12,7 @@ import torch
 import torch.fx
 
 import plugattn
-from helpers import TOL, rand
+from helpers import assert_matches_reference, rand
 from plugattn.modules.simam import SimAM
 
 F64 = torch.float64
@@ -30,20 +30,7 @@ def simam_ref(x: torch.Tensor, lam: float = 1e-4) -> torch.Tensor:
 def test_simam_matches_reference(lam):
     """Output and input gradient equal the formula, for contiguous and channels_last x (layout kept)."""
     m = SimAM(32, e_lambda=lam)
-    tol = TOL[F64]
-    for i, (n, h, w) in enumerate(SHAPES):
-        x = rand(n, 32, h, w, seed=i, dtype=F64)
-        g = rand(n, 32, h, w, seed=50 + i, dtype=F64)
-        xr = x.clone().requires_grad_()
-        want = simam_ref(xr, lam)
-        want_grad, = torch.autograd.grad(want, xr, g)
-        for xin in (x, x.to(memory_format=torch.channels_last)):
-            xa = xin.clone().requires_grad_()
-            got = m(xa)
-            torch.testing.assert_close(got, want.detach(), atol=tol[0], rtol=tol[1])
-            got_grad, = torch.autograd.grad(got, xa, g)
-            torch.testing.assert_close(got_grad, want_grad, atol=tol[0], rtol=tol[1])
-            assert got.is_contiguous(memory_format=torch.channels_last) == (xin is not x)
+    assert_matches_reference(m, lambda x: simam_ref(x, lam), SHAPES, 32, layout_1x1=True)
 
 
 def test_simam_official_any_channels_and_float32():

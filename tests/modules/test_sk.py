@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, assert_matches_reference, rand, randomize_
 from plugattn.modules.sk import SelectiveKernel
 
 F64 = torch.float64
@@ -71,18 +71,12 @@ def test_sk_matches_plain_formulation_with_gradients(cfg, training):
     torch.manual_seed(0)
     m = randomize_(SelectiveKernel(**kwargs), seed=1).to(F64).train(training)
     c = kwargs["channels"]
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        x = (rand(n, c, h, w, seed=2, dtype=F64) + rand(n, c, 1, 1, seed=3, dtype=F64))
-        x = x.to(memory_format=memory_format).requires_grad_()
-        want = sk_reference(m, x, training)
-        got = m(x)
-        assert_close(got, want, F64)
-        if h * w > 1 and got.shape[1] > 1 and memory_format == torch.channels_last:
-            assert got.is_contiguous(memory_format=torch.channels_last)
-        g = rand(*got.shape, seed=4, dtype=F64)
-        (gx,) = torch.autograd.grad(got, x, g)
-        (rx,) = torch.autograd.grad(want, x, g)
-        assert_close(gx, rx, F64)
+
+    def make_x(shape, seed):  # random x plus a random per-channel offset
+        return rand(*shape, seed=seed, dtype=F64) + rand(n, c, 1, 1, seed=3, dtype=F64)
+
+    assert_matches_reference(m, lambda x: sk_reference(m, x, training), [(n, h, w)], c,
+                             seeds=lambda i, s: (2, 4), make_x=make_x)
 
 
 # ---- official state_dicts: pppLang and ResearchingDexter ---------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 import torch.fx
 
 import plugattn
-from helpers import rand, randomize_
+from helpers import assert_matches_reference, rand, randomize_
 from plugattn.space import PRESETS, list_presets, load_named_state_dict, preset, space_table
 from plugattn.space.presets import SPACE_MAP
 
@@ -53,15 +53,8 @@ def test_preset_equals_named_module(name, kwargs):
     named, p = _named_and_preset(name, kwargs)
     assert sum(t.numel() for t in p.parameters()) == sum(t.numel() for t in named.parameters())
     named.eval(), p.eval()
-    for i, (n, h, w) in enumerate(SHAPES):
-        x = _x(n, C, h, w, seed=i)
-        with torch.no_grad():
-            torch.testing.assert_close(p(x), named(x), atol=1e-5, rtol=1e-5)
-            xcl = x.to(memory_format=torch.channels_last)
-            y_cl = p(xcl)
-            torch.testing.assert_close(y_cl, named(xcl), atol=1e-5, rtol=1e-5)
-            if h * w > 1:
-                assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    assert_matches_reference(p, named, SHAPES, C, dtype=torch.float32, tol=(1e-5, 1e-5), grad=False,
+                             seeds=lambda i, s: (i, 0), make_x=lambda shape, seed: _x(*shape, seed=seed))
     x = _x(2, C, 6, 5, seed=9, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(copy.deepcopy(p).double()(x), copy.deepcopy(named).double()(x),
