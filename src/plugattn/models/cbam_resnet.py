@@ -36,10 +36,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, Callable
 
-import torch
 import torch.nn as nn
 from torch import Tensor
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .. import official as _official
 from ..integrate import ZeroInit, _infer_channels, insert
@@ -47,9 +45,9 @@ from ..modules.bam import BottleneckAttention
 from ..official import KeyMap, official
 from ..registry import info as _module_info
 from ._registry import register_model
+from ._resnet import AttnResNet
 
 __all__ = [
-    "AttentionResNet",
     "JongchanBAM",
     "insert_between_stages",
     "cbam_resnet18",
@@ -66,77 +64,12 @@ __all__ = [
     "triplet_resnet101",
 ]
 
-_GLOBAL_POOLS = ("avg7", "avg")
-_DEPTHS: dict[int, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
-    18: (BasicBlock, [2, 2, 2, 2]),
-    34: (BasicBlock, [3, 4, 6, 3]),
-    50: (Bottleneck, [3, 4, 6, 3]),
-    101: (Bottleneck, [3, 4, 23, 3]),
+_DEPTHS: dict[int, tuple[str, list[int]]] = {
+    18: ("basic", [2, 2, 2, 2]),
+    34: ("basic", [3, 4, 6, 3]),
+    50: ("bottleneck", [3, 4, 6, 3]),
+    101: ("bottleneck", [3, 4, 23, 3]),
 }
-
-
-class AttentionResNet(ResNet):
-    """torchvision's :class:`~torchvision.models.ResNet` with the official ``ResidualNet`` head and timm's API.
-
-    The attention modules are added afterwards (:func:`plugattn.insert`, :func:`insert_between_stages`); the
-    factories (``cbam_resnet50`` …) do that.
-
-    Args:
-        block: torchvision ``BasicBlock`` or ``Bottleneck``.
-        layers: blocks per stage.
-        num_classes: classifier outputs; 0 drops the classifier (``fc`` is the identity). Default: 1000.
-        global_pool: ``"avg7"``: ``nn.AvgPool2d(7)`` (official: the global mean only for 193–224 px inputs);
-            ``"avg"``: the global mean (``AdaptiveAvgPool2d(1)``) at any size. Default: ``"avg7"``.
-
-    Shape:
-        (N, 3, H, W) → logits (N, num_classes); ``forward_features`` → (N, 512·expansion, ⌈H/32⌉, ⌈W/32⌉).
-    """
-
-    def __init__(self, block: type[BasicBlock | Bottleneck], layers: Sequence[int], *, num_classes: int = 1000,
-                 global_pool: str = "avg7") -> None:
-        if global_pool not in _GLOBAL_POOLS:
-            raise ValueError(f"{type(self).__name__}: global_pool must be one of {_GLOBAL_POOLS}, got {global_pool!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"{type(self).__name__}: num_classes must be a non-negative int, got {num_classes!r}")
-        super().__init__(block, list(layers), num_classes=max(num_classes, 1))
-        self.global_pool = global_pool
-        self.num_features = 512 * block.expansion
-        self.num_classes = num_classes
-        if global_pool == "avg7":
-            self.avgpool = nn.AvgPool2d(7)  # type: ignore[assignment]
-        if num_classes == 0:
-            self.fc = nn.Identity()  # type: ignore[assignment]
-
-    def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, global_pool={self.global_pool!r}"
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Stem and the four stages: (N, 3, H, W) → (N, num_features, ⌈H/32⌉, ⌈W/32⌉)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Pool, flatten and classify the final map; ``pre_logits=True`` stops before ``fc``."""
-        x = torch.flatten(self.avgpool(x), 1)  # (N, C·h·w) of the pooled (N, C, h, w) map; h = w = 1 at 193–224 px
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new (re-initialised) classifier with ``num_classes`` outputs (0: none); every other weight is kept."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"reset_classifier: num_classes must be a non-negative int, got {num_classes!r}")
-        ref = self.conv1.weight
-        self.num_classes = num_classes
-        self.fc = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)  # type: ignore[assignment]
-                   if num_classes > 0 else nn.Identity())
 
 
 class JongchanBAM(BottleneckAttention):
@@ -217,9 +150,9 @@ def insert_between_stages(
     return model
 
 
-def _build(depth: int, attention: str, *, num_classes: int, global_pool: str) -> AttentionResNet:
+def _build(depth: int, attention: str, *, num_classes: int, global_pool: str) -> AttnResNet:
     block, layers = _DEPTHS[depth]
-    model = AttentionResNet(block, layers, num_classes=num_classes, global_pool=global_pool)
+    model = AttnResNet(block, layers, num_classes=num_classes, global_pool=global_pool)
     if attention == "cbam":
         insert(model, "cbam")  # CBAM(C, r 16) on bn2 / bn3's output, before the add, in every block
     elif attention == "triplet":
@@ -242,7 +175,7 @@ def _module_key_map(name: str, **kwargs: Any) -> KeyMap:
 
 def _key_map(depth: int, attention: str) -> KeyMap:
     """Official ``ResidualNet`` keys → ours (torchvision's, with ``insert``'s wrapping of the last BN)."""
-    last_bn = "bn2" if _DEPTHS[depth][0] is BasicBlock else "bn3"
+    last_bn = "bn2" if _DEPTHS[depth][0] == "basic" else "bn3"
     if attention == "bam":
         bam_map = _module_key_map("bam", gate_channel=64)
 

@@ -40,6 +40,7 @@ from ..integrate import insert
 from ..modules.se import SqueezeExcite
 from ..official import KeyMap, official
 from ._registry import register_model
+from ._resnet import AttnResNet
 
 __all__ = [
     "AttnResNet",
@@ -64,114 +65,6 @@ _ECA_URL = "https://arxiv.org/abs/1910.03151"
 _TIMM = "huggingface/pytorch-image-models @ aa4b5850, timm/models/senet.py"
 _MOSKOMULE = "moskomule/senet.pytorch @ 8cb2669f, senet/se_resnet.py"
 _ECANET = "BangguWu/ECANet @ b332f6b3, models/eca_resnet.py"
-
-
-def _torchvision_resnet() -> Any:
-    try:
-        import torchvision.models.resnet as tv_resnet
-    except ImportError as e:  # torchvision is an optional dependency of plugattn
-        raise ImportError("plugattn.models: the ResNet networks are built from torchvision's ResNet; "
-                          "install it with `pip install plugattn[timm]` (or `pip install torchvision`)") from e
-    return tv_resnet
-
-
-class AttnResNet(nn.Module):
-    """torchvision's ResNet with timm's classification interface, ready for :func:`plugattn.insert`.
-
-    Children ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1``–``4``, ``avgpool``, ``fc``. It holds
-    torchvision's own modules (``torchvision.models.resnet.BasicBlock`` / ``Bottleneck``), so its state_dict
-    keys are torchvision's and ``insert`` finds its blocks. Two switches reproduce the Caffe ResNet layout
-    (Caffe SENet, timm ``legacy_seresnet*``), and a dropout may precede the classifier.
-
-    Args:
-        block: ``"basic"`` (two 3×3 convs, ResNet-18/34) or ``"bottleneck"`` (1×1, 3×3, 1×1; ResNet-50+).
-        layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-        num_classes: classifier outputs; 0 gives no classifier (``fc`` is the identity). Default: 1000.
-        caffe: Caffe layout: stem pool ``MaxPool2d(3, 2, padding=0, ceil_mode=True)`` and, in a strided
-            bottleneck, the stride on the first 1×1 conv rather than the 3×3. Default: False (torchvision).
-        drop_rate: dropout probability before ``fc`` (training only). Default: 0.
-
-    Shape:
-        (N, 3, H, W) → (N, num_classes) logits, any H, W (the features are at stride 32).
-
-    Examples:
-        >>> net = AttnResNet("basic", (1, 1, 1, 1), num_classes=10).eval()
-        >>> net(torch.randn(2, 3, 64, 64)).shape, net.forward_features(torch.randn(1, 3, 64, 64)).shape
-        (torch.Size([2, 10]), torch.Size([1, 512, 2, 2]))
-    """
-
-    conv1: nn.Conv2d
-    bn1: nn.BatchNorm2d
-    relu: nn.ReLU
-    maxpool: nn.MaxPool2d
-    layer1: nn.Sequential
-    layer2: nn.Sequential
-    layer3: nn.Sequential
-    layer4: nn.Sequential
-    avgpool: nn.AdaptiveAvgPool2d
-    fc: nn.Module
-
-    def __init__(self, block: str, layers: Sequence[int], *, num_classes: int = 1000, caffe: bool = False,
-                 drop_rate: float = 0.0) -> None:
-        super().__init__()
-        if block not in ("basic", "bottleneck"):
-            raise ValueError(f"AttnResNet: block must be 'basic' or 'bottleneck', got {block!r}")
-        if len(layers) != 4 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layers):
-            raise ValueError(f"AttnResNet: layers must be 4 positive ints, got {layers!r}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"AttnResNet: drop_rate must be in [0, 1), got {drop_rate!r}")
-        tv = _torchvision_resnet()
-        block_cls = tv.BasicBlock if block == "basic" else tv.Bottleneck
-        net = tv.ResNet(block_cls, list(layers), num_classes=max(num_classes, 1))
-        for name, child in net.named_children():  # torchvision's modules, under torchvision's names
-            self.add_module(name, child)
-        self.block = block
-        self.layers = tuple(layers)
-        self.caffe = caffe
-        self.drop_rate = drop_rate
-        self.num_features = 512 * block_cls.expansion
-        self.num_classes = num_classes
-        self.head_drop = nn.Dropout(drop_rate)
-        self.fc = nn.Identity() if num_classes == 0 else net.fc
-        if caffe:
-            self.maxpool = nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
-            if block == "bottleneck":
-                for stage in (self.layer2, self.layer3, self.layer4):
-                    first: Any = stage[0]  # a torchvision Bottleneck
-                    first.conv1.stride, first.conv2.stride = first.conv2.stride, first.conv1.stride
-
-    def extra_repr(self) -> str:
-        return (f"block={self.block!r}, layers={self.layers}, num_classes={self.num_classes}, caffe={self.caffe}, "
-                f"drop_rate={self.drop_rate}")
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Stem and the four stages: (N, 3, H, W) → (N, num_features, H/32, W/32) (rounded up)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global average pool, dropout, classifier: (N, num_features, h, w) → (N, num_classes) logits.
-
-        With ``pre_logits`` the pooled (N, num_features) features are returned (after the dropout).
-        """
-        x = self.head_drop(torch.flatten(self.avgpool(x), 1))  # (N, num_features)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier ``fc``."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new, freshly initialised classifier with ``num_classes`` outputs (0: none); every other weight is kept."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"reset_classifier: num_classes must be an int >= 0, got {num_classes!r}")
-        ref = next(self.layer4.parameters())
-        self.num_classes = num_classes
-        self.fc = (nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype)
-                   if num_classes > 0 else nn.Identity())
 
 
 def _block_paths(net: AttnResNet) -> list[list[str]]:

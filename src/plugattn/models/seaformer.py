@@ -26,6 +26,7 @@ from .._layers import ConvNormAct, Gate, LayerType, check_positive
 from ..modules.seaformer import SeaFormerBlock, _map_block_key
 from ..official import official
 from ._registry import register_model
+from ._resnet import _reset_linear
 
 __all__ = ["SeaFormer", "SeaFormerSeg", "LightHead", "FusionBlock", "InvertedResidual", "SeaFormerStage"]
 
@@ -235,10 +236,8 @@ class SeaFormer(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (0: none)."""
-        p = next(self.parameters())
         self.num_classes = num_classes
-        self.head = (nn.Linear(self.num_features, num_classes, device=p.device, dtype=p.dtype) if num_classes > 0
-                     else nn.Identity())
+        self.head = _reset_linear(self.num_features, num_classes, next(self.parameters()))
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """Every stage's output: strides 4, 8, 16, 32, 64 (the stem's stride 2 included)."""

@@ -19,12 +19,12 @@ from functools import lru_cache
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torchvision.models.resnet import Bottleneck, ResNet
 
 from ..official import official, official_converter
 from ._registry import register_model
+from ._resnet import AttnResNet, _reset_linear
 
-__all__ = ["SKResNet", "SKUnit", "SKNetCifar", "sknet50", "sknet101", "sknet_ppplang_cifar"]
+__all__ = ["SKUnit", "SKNetCifar", "sknet50", "sknet101", "sknet_ppplang_cifar"]
 
 _PAPER = "Selective Kernel Networks"
 _URL = "https://arxiv.org/abs/1903.06586"
@@ -37,73 +37,35 @@ def _module_converter(name: str, **kwargs: object) -> tuple[nn.Module, Callable[
     return official_converter(name, **kwargs)
 
 
-def _reset_linear(owner: nn.Module, attr: str, in_features: int, num_classes: int) -> None:
-    """Replace ``owner.<attr>`` by a fresh Linear(in_features, num_classes) (``0``: identity), same device/dtype."""
-    ref = next(owner.parameters())
-    fc: nn.Module = nn.Identity()
-    if num_classes > 0:
-        fc = nn.Linear(in_features, num_classes, device=ref.device, dtype=ref.dtype)
-    setattr(owner, attr, fc)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # SKNet-50 / 101 (Caffe layout)
 
 
-class SKResNet(ResNet):
-    """torchvision's ResNeXt (``groups=32, width_per_group=4``) with an SK convolution replacing every 3×3 conv.
+def _sk_block(block: nn.Module) -> None:
+    """Replace a torchvision ``Bottleneck``'s grouped 3×3 conv (and its BN) by an SK convolution, in place.
 
-    In each ``Bottleneck``, ``conv2`` becomes ``SelectiveKernel(width, stride=s, groups=32,
-    rd_channels=max(width // 16, 32))`` (it ends in BN + ReLU per branch, so ``bn2`` becomes the identity and the
-    block's ReLU after it changes nothing: the SK output is a convex mix of ReLU outputs). Stem 7×7/2 conv + BN +
-    ReLU + 3×3/2 max-pool, downsample 1×1 conv + BN, global average pool, ``fc``.
-
-    Output: logits (B, num_classes). The official network ends in a softmax inside ``forward``; it is left out
-    here (NETWORKS.md §1): apply ``.softmax(-1)`` for its probabilities.
-
-    Args:
-        layers: Bottlenecks per stage ([3, 4, 6, 3] for SKNet-50, [3, 4, 23, 3] for SKNet-101).
-        num_classes: classes of ``fc``. Default: 1000.
+    ``conv2`` becomes ``SelectiveKernel(width, stride=s, groups=32, rd_channels=max(width // 16, 32))`` (the
+    ``sk_caffe`` form; it ends in BN + ReLU per branch, so ``bn2`` becomes the identity and the block's ReLU after
+    it changes nothing: the SK output is a convex mix of ReLU outputs).
     """
+    conv2: nn.Conv2d = block.conv2  # type: ignore[assignment]
+    width, stride = conv2.out_channels, conv2.stride[0]
+    sk, _ = _module_converter("sk_caffe", in_channels=width, out_channels=width, stride=stride)
+    block.conv2 = sk
+    block.bn2 = nn.Identity()
 
-    def __init__(self, layers: list[int], *, num_classes: int = 1000) -> None:
-        super().__init__(Bottleneck, layers, num_classes=num_classes, groups=32, width_per_group=4)
-        self.layers = list(layers)
-        for block in self._blocks():
-            width, stride = block.conv2.out_channels, block.conv2.stride[0]
-            sk, _ = _module_converter("sk_caffe", in_channels=width, out_channels=width, stride=stride)
-            block.conv2 = sk
-            block.bn2 = nn.Identity()
 
-    def _blocks(self) -> list[Bottleneck]:
-        return [b for layer in (self.layer1, self.layer2, self.layer3, self.layer4) for b in layer]  # type: ignore
+def _sknet(layers: list[int], num_classes: int) -> AttnResNet:
+    """SKNet in the Caffe layout: :class:`~plugattn.models._resnet.AttnResNet` with SK convolutions.
 
-    def extra_repr(self) -> str:
-        return f"layers={self.layers}, num_classes={self.fc.out_features if isinstance(self.fc, nn.Linear) else 0}"
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The layer4 map, (B, 2048, ⌈H/32⌉, ⌈W/32⌉)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """Global average pool, flatten, then ``fc`` (skipped with ``pre_logits``): logits."""
-        x = x.mean((2, 3))  # (B, 2048)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @property
-    def num_features(self) -> int:
-        return 2048
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh Linear(2048, num_classes) (``0``: identity); every other weight kept."""
-        _reset_linear(self, "fc", 2048, num_classes)
+    torchvision's ResNeXt (``groups=32, width_per_group=4``) whose every 3×3 conv is an SK convolution
+    (:func:`_sk_block`).
+    Stem 7×7/2 conv + BN + ReLU + 3×3/2 max-pool, downsample 1×1 conv + BN, global average pool, ``fc``. Output:
+    logits (B, num_classes). The official network ends in a softmax inside ``forward``; it is left out here
+    (NETWORKS.md §1): apply ``.softmax(-1)`` for its probabilities.
+    """
+    return AttnResNet("bottleneck", layers, num_classes=num_classes, groups=32, width_per_group=4,
+                      block_hook=_sk_block)
 
 
 def _sknet_key_map(key: str) -> str | None:
@@ -136,11 +98,11 @@ _SKNET_DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
     input_size=(3, 224, 224), num_classes=1000,
 )
 def sknet50(*, num_classes: int = 1000) -> nn.Module:
-    """SKNet-50 (Li et al., CVPR 2019), the Caffe layout of ResearchingDexter's ``SKNet50``; see :class:`SKResNet`.
+    """SKNet-50 (Li et al., CVPR 2019), the Caffe layout of ResearchingDexter's ``SKNet50``; see :func:`_sknet`.
 
     Output: logits (B, num_classes), not the official softmax. 27,479,784 parameters.
     """
-    return SKResNet(_SKNET_DEPTHS[50], num_classes=num_classes)
+    return _sknet(_SKNET_DEPTHS[50], num_classes)
 
 
 @register_model(
@@ -148,11 +110,11 @@ def sknet50(*, num_classes: int = 1000) -> nn.Module:
     input_size=(3, 224, 224), num_classes=1000,
 )
 def sknet101(*, num_classes: int = 1000) -> nn.Module:
-    """SKNet-101 (Li et al., CVPR 2019), ResearchingDexter's ``SKNet101``: :class:`SKResNet` with [3, 4, 23, 3].
+    """SKNet-101 (Li et al., CVPR 2019), ResearchingDexter's ``SKNet101``: SKNet-50 with [3, 4, 23, 3] blocks.
 
     Output: logits (B, num_classes), not the official softmax. 48,736,040 parameters.
     """
-    return SKResNet(_SKNET_DEPTHS[101], num_classes=num_classes)
+    return _sknet(_SKNET_DEPTHS[101], num_classes)
 
 
 @official("sknet50")
@@ -253,7 +215,7 @@ class SKNetCifar(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh Linear(1024, num_classes) (``0``: identity); every other weight kept."""
-        _reset_linear(self, "fc", 1024, num_classes)
+        self.fc = _reset_linear(1024, num_classes, self.conv1.weight)
 
 
 @register_model(
