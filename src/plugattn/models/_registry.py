@@ -91,7 +91,7 @@ def create_model(name: str, *, num_classes: int | None = None, checkpoint: str |
     """
     info = model_info(name)
     if checkpoint is None:
-        model = info.build(num_classes=num_classes or info.num_classes, **kwargs)
+        model = info.build(num_classes=info.num_classes if num_classes is None else num_classes, **kwargs)
         return model.eval()
     if kwargs:
         raise TypeError(f"create_model({name!r}): kwargs {sorted(kwargs)} cannot be combined with an official "
