@@ -39,7 +39,8 @@ def main() -> int:
         "parameters and FLOPs at its default input size (one image; a multiply-add counts 2 FLOPs). The parameter",
         "counts equal the official implementations' (`tests/models/` checks each against the official factory's",
         "count). `plugattn.from_official(name, official_state_dict)` loads the official weights;",
-        "`plugattn.models.create_model(name, checkpoint=FILE)` reads a released file with `weights_only=True`.", "",
+        "`plugattn.models.create_model(name, checkpoint=FILE)` reads a released file with `weights_only=True`;",
+        "`plugattn convert NAME FILE OUT.safetensors` writes safetensors + JSON, which `create_model` reads back.", "",
         "| network | task | input | params | FLOPs | official source | released checkpoints |",
         "|---|---|---|---:|---:|---|---|",
     ]

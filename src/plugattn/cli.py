@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "plugattn.export",
     "compare": "plugattn.experiments.compare",
     "viz": "plugattn.experiments.viz",
+    "convert": "plugattn.models.convert",
 }
 
 

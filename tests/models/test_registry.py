@@ -56,3 +56,30 @@ def test_official_checkpoint_files(tmp_path):
         read_checkpoint(bad)
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.pth")
+
+
+def test_convert_round_trip(tmp_path, capsys):
+    """plugattn convert: official file → safetensors + JSON → create_model, exactly; a trained net round-trips."""
+    pytest.importorskip("safetensors")
+    from plugattn.cli import main
+    from plugattn.models.convert import save_model
+
+    g = network_golden(Path(__file__).parents[1] / "goldens" / "networks" / "eca_resnet50.pt")
+    official = tmp_path / "eca_resnet50_k3557.pth.tar"
+    torch.save({"state_dict": g["state_dict"]}, official)
+    out = tmp_path / "conv" / "eca_resnet50.safetensors"
+    assert main(["convert", "eca_resnet50", str(official), str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".json").is_file() and "25,557,112 parameters" in capsys.readouterr().out
+    want = plugattn.from_official("eca_resnet50", g["state_dict"]).eval()
+    net = create_model("eca_resnet50", checkpoint=out)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), want(x), rtol=0, atol=0)
+    small = create_model("se_resnet18", num_classes=3)
+    with torch.no_grad():
+        small.fc.weight.add_(1.0)  # "trained"
+    path = save_model(small, "se_resnet18", tmp_path / "mine.safetensors")
+    back = create_model("se_resnet18", checkpoint=path)
+    assert all(torch.equal(a, b) for a, b in zip(small.state_dict().values(), back.state_dict().values()))
+    with pytest.raises(ValueError, match="not 'eca_resnet50'"):
+        create_model("eca_resnet50", checkpoint=path)

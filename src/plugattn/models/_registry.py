@@ -80,8 +80,9 @@ def create_model(name: str, *, num_classes: int | None = None, checkpoint: str |
         num_classes: classes of the classifier / segmentation head; ``None``: the released number.
         checkpoint: an official checkpoint file as released (``.pth``, ``.pth.tar``, ``.pkl``; wrapped dicts and
             ``module.`` prefixes are unwrapped), read with ``torch.load(weights_only=True)``, never executing
-            pickled code. Loaded through ``from_official(name, ...)``; with ``num_classes`` different from the
-            released one, every weight but the classifier's is loaded.
+            pickled code, and loaded through ``from_official(name, ...)``; or a ``.safetensors`` file written by
+            ``plugattn convert`` / :func:`~plugattn.models.convert.save_model` (with its ``.json`` beside it).
+            With ``num_classes`` different from the file's, every weight but the classifier's is loaded.
         **kwargs: passed to the network's builder.
 
     Examples:
@@ -96,16 +97,25 @@ def create_model(name: str, *, num_classes: int | None = None, checkpoint: str |
     if kwargs:
         raise TypeError(f"create_model({name!r}): kwargs {sorted(kwargs)} cannot be combined with an official "
                         "checkpoint, which fixes the configuration")
-    state = read_checkpoint(checkpoint)
-    if name not in list_official():
-        raise ValueError(f"create_model({name!r}): no official checkpoint converter for this network")
-    model = from_official(name, state)
-    if num_classes is not None and num_classes != info.num_classes:
+    if Path(checkpoint).suffix == ".safetensors":  # plugattn's own format (plugattn convert / save_model)
+        from .convert import load_model_file
+
+        model = load_model_file(name, checkpoint)
+    else:
+        model = _load_official(name, checkpoint)
+    if num_classes is not None and num_classes != getattr(model, "num_classes", info.num_classes):
         reset = getattr(model, "reset_classifier", None)
         if reset is None:
             raise ValueError(f"create_model({name!r}): this network cannot change num_classes")
         reset(num_classes)
     return model.eval()
+
+
+def _load_official(name: str, checkpoint: str | Path) -> nn.Module:
+    state = read_checkpoint(checkpoint)
+    if name not in list_official():
+        raise ValueError(f"create_model({name!r}): no official checkpoint converter for this network")
+    return from_official(name, state)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
