@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,20 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baselines import permute_triplet  # noqa: E402
 
 import plugattn  # noqa: E402
-
-
-def interleaved_min(fns: dict, rounds: int) -> dict[str, float]:
-    """Minimum ms per call of each function, timed round after round in alternating order."""
-    best = {k: float("inf") for k in fns}
-    for f in fns.values():
-        f()
-    keys = list(fns)
-    for r in range(rounds):
-        for k in keys if r % 2 == 0 else reversed(keys):
-            t0 = time.perf_counter()
-            fns[k]()
-            best[k] = min(best[k], (time.perf_counter() - t0) * 1e3)
-    return best
+from plugattn.analysis.bench import interleaved_min  # noqa: E402
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 
+import pytest
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -163,3 +164,33 @@ def network_golden(path) -> dict:
     sd.update(g["state_overrides"] or {})
     return {"key": g["key"], "state_dict": sd, "input": (g["input"].float() - 128) / 64, "output": g["output"],
             "select": g["output_select"]}
+
+
+def random_state_dict(shapes: dict[str, tuple[int, ...]], seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Official-style state_dict with random weights; BN buffers get plausible statistics (drawn in float32)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in shapes.items():
+        if k.endswith("num_batches_tracked"):
+            sd[k] = torch.tensor(0)
+        elif k.endswith("running_var"):
+            sd[k] = (0.5 + torch.rand(shape, generator=g)).to(dtype)
+        elif k.endswith("running_mean"):
+            sd[k] = (0.1 * torch.randn(shape, generator=g)).to(dtype)
+        else:
+            sd[k] = (0.5 * torch.randn(shape, generator=g)).to(dtype)
+    return sd
+
+
+def onnxruntime_or_skip():
+    """onnxruntime with its logging silenced; skips the test when onnx or onnxruntime is missing."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    ort.set_default_logger_severity(4)
+    return ort
+
+
+def param_leaves(m: nn.Module) -> dict[str, nn.Module]:
+    """Leaf submodules that own parameters directly (the layers hooks, pruning and wrappers act on)."""
+    return {p: s for p, s in m.named_modules()
+            if p and not list(s.children()) and list(s.parameters(recurse=False))}

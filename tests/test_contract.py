@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import plugattn
-from helpers import SETTINGS, as_tuple, build, channel_counts, rand
+from helpers import SETTINGS, as_tuple, build, channel_counts, param_leaves, rand
 from plugattn._layers import Gate
 
 NAMES = plugattn.list_modules()
@@ -160,21 +160,15 @@ def test_compile_matches_eager(name):
 # ---- an ordinary nn.Module: hooks, pruning, torch.fx, copies, repr ------------------------------------------------
 
 
-def _param_leaves(m: nn.Module) -> dict[str, nn.Module]:
-    """Leaf submodules that own parameters directly (the layers hooks, pruning and wrappers act on)."""
-    return {p: s for p, s in m.named_modules()
-            if p and not list(s.children()) and list(s.parameters(recurse=False))}
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_hooks_fire_on_every_parameter_leaf(name):
     m = build(name)
     fired: list[str] = []
-    for path, leaf in _param_leaves(m).items():
+    for path, leaf in param_leaves(m).items():
         leaf.register_forward_hook(lambda mod, args, out, path=path: fired.append(path))
     with torch.no_grad():
         m(rand(2, channel_counts(name)[0], 6, 5))
-    assert set(fired) == set(_param_leaves(m)), f"hooks not fired: {sorted(set(_param_leaves(m)) - set(fired))}"
+    assert set(fired) == set(param_leaves(m)), f"hooks not fired: {sorted(set(param_leaves(m)) - set(fired))}"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, param_leaves, rand, randomize_
 from plugattn.modules.bam import BottleneckAttention
 
 F64 = torch.float64
@@ -155,15 +155,11 @@ def test_bam_state_dict_keys_and_widths():
     assert "channels=64, rd_channels=4, num_layers=2, num_dilated=1, dilation=2, combine='mul'" in repr(m2)
 
 
-def _param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("kwargs", [{}, {"combine": "add", "num_layers": 2, "num_dilated": 0}], ids=str)
 def test_fx_trace_and_hooks(kwargs):
     m = randomize_(BottleneckAttention(32, **kwargs)).double().eval()
     gm = torch.fx.symbolic_trace(m)
-    leaves = _param_leaves(m)
+    leaves = list(param_leaves(m))
     assert leaves
     fired: list[str] = []
     for name in leaves:

@@ -12,12 +12,11 @@ import copy
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, param_leaves, rand, randomize_
 from plugattn._layers import Gate, ZPoolGate
 from plugattn.modules.cbam import CBAM, CBAMChannelGate, CBAMSpatialGate
 
@@ -297,10 +296,6 @@ def test_extra_repr():
     assert "dim=1, kernel_size=3" in repr(CBAMSpatialGate(kernel_size=3).attn)
 
 
-def _param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("cls,kwargs", [
     (CBAM, {}), (CBAM, {"no_spatial": True, "pool_types": ("lp", "lse", "max")}),
     (CBAMChannelGate, {"pool_types": ("avg", "max", "lp", "lse")}), (CBAMSpatialGate, {"kernel_size": 3}),
@@ -308,7 +303,7 @@ def _param_leaves(m: nn.Module) -> list[str]:
 def test_fx_trace_and_hooks(cls, kwargs):
     m = randomize_(cls(16, **kwargs)).double().eval()
     gm = torch.fx.symbolic_trace(m)
-    leaves = _param_leaves(m)
+    leaves = list(param_leaves(m))
     assert leaves
     fired: list[str] = []
     for name in leaves:

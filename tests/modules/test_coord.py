@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, param_leaves, rand, random_state_dict, randomize_
 from plugattn.modules.coord import CoordAttention
 
 F64 = torch.float64
@@ -26,22 +26,6 @@ CL = torch.channels_last
 def assert_close(a, b, dtype=torch.float32):
     atol, rtol = TOL[dtype]
     torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
-
-
-def random_state_dict(shapes: dict[str, tuple[int, ...]], seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """Official-style state_dict with random weights; BN buffers get plausible statistics (drawn in float32)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, shape in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(0)
-        elif k.endswith("running_var"):
-            sd[k] = (0.5 + torch.rand(shape, generator=g)).to(dtype)
-        elif k.endswith("running_mean"):
-            sd[k] = (0.1 * torch.randn(shape, generator=g)).to(dtype)
-        else:
-            sd[k] = (0.5 * torch.randn(shape, generator=g)).to(dtype)
-    return sd
 
 
 def coordatt_shapes(c, mip, names=("conv_h", "conv_w")):
@@ -206,15 +190,11 @@ def test_coord_gates_record_a_h_and_a_w():
     assert_close(y, x * maps["w"] * maps["h"])
 
 
-def _param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("kwargs", [{}, {"rd_channels": 5, "bias": False, "act_layer": "relu"}], ids=str)
 def test_fx_trace_and_hooks(kwargs):
     m = randomize_(CoordAttention(24, **kwargs)).double().eval()
     gm = torch.fx.symbolic_trace(m)
-    leaves = _param_leaves(m)
+    leaves = list(param_leaves(m))
     assert leaves
     fired: list[str] = []
     for name in leaves:

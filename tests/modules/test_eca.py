@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import assert_matches_reference, rand, randomize_
+from helpers import assert_matches_reference, param_leaves, rand, randomize_
 from plugattn.modules.eca import CircularECA, EfficientChannelAttention
 
 F64 = torch.float64
@@ -120,10 +120,6 @@ def test_ceca_wraps_around_unlike_eca():
         plugattn.create("ceca", 2, kernel_size=7)
 
 
-def param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("cls,kwargs", [
     (EfficientChannelAttention, {}), (EfficientChannelAttention, {"kernel_size": 17}),
     (CircularECA, {}), (CircularECA, {"kernel_size": 1, "bias": True}),
@@ -132,7 +128,7 @@ def test_fx_trace_and_hooks(cls, kwargs):
     m = build(cls, **kwargs)
     gm = torch.fx.symbolic_trace(m)
     fired = []
-    leaves = param_leaves(m)
+    leaves = list(param_leaves(m))
     assert leaves == ["conv"]
     for name in leaves:
         m.get_submodule(name).register_forward_hook(lambda *_, name=name: fired.append(name))

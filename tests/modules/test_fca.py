@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import assert_matches_reference, rand, randomize_
+from helpers import assert_matches_reference, onnxruntime_or_skip, param_leaves, rand, randomize_
 from plugattn.export import export_onnx, onnx_max_error
 from plugattn.modules.fca import MultiSpectralChannelAttention, dct_filters, freq_indices
 
@@ -164,17 +164,10 @@ def test_torch_export_follows_the_size():
             torch.testing.assert_close(ep.module()(x), m(x))
 
 
-def _ort():
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    ort.set_default_logger_severity(4)
-    return ort
-
-
 @pytest.mark.parametrize("kwargs", [{}, {"dct_h": 14, "dct_w": 7, "freq_sel_method": "low8"}], ids=str)
 def test_fca_onnx_parity(tmp_path, kwargs):
     """Exported once with dynamic batch/height/width, the pooling bins follow every size."""
-    _ort()
+    onnxruntime_or_skip()
     torch.manual_seed(0)
     m = randomize_(plugattn.create("fca", 32, **kwargs), seed=1).eval()
     path = export_onnx(m, tmp_path / "fca.onnx", size=(12, 10))
@@ -186,7 +179,7 @@ def test_fca_onnx_parity(tmp_path, kwargs):
 
 def test_torchscript_exporter_follows_the_input_size(tmp_path):
     """The deprecated exporter traces shapes as tensors: the pooling bins must follow them."""
-    _ort()
+    onnxruntime_or_skip()
     torch.manual_seed(0)
     m = randomize_(plugattn.create("fca", 32), seed=3).eval()
     path = export_onnx(m, tmp_path / "fca.onnx", size=(12, 10), dynamo=False)
@@ -200,7 +193,7 @@ def test_fx_trace_and_hooks(kwargs):
     m = build(**kwargs)
     gm = torch.fx.symbolic_trace(m)
     fired = []
-    leaves = [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
+    leaves = list(param_leaves(m))
     assert leaves == ["fc1", "fc2"]
     for name in leaves:
         m.get_submodule(name).register_forward_hook(lambda *_, name=name: fired.append(name))

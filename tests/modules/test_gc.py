@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, assert_matches_reference, rand, randomize_
+from helpers import TOL, assert_matches_reference, param_leaves, rand, randomize_
 from plugattn.modules.gc import GlobalContextBlock, LayerNorm2d
 
 F64 = torch.float64
@@ -189,16 +189,12 @@ def test_torch_export_odd_sizes():
         torch.testing.assert_close(ep.module()(x), m(x))
 
 
-def param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("kwargs", GC_CONFIGS, ids=str)
 def test_fx_trace_and_hooks(kwargs):
     m = build(**kwargs)
     gm = torch.fx.symbolic_trace(m)
     fired = []
-    leaves = param_leaves(m)
+    leaves = list(param_leaves(m))
     assert ("conv_attn" in leaves) == (m.conv_attn is not None)
     for name in leaves:
         m.get_submodule(name).register_forward_hook(lambda *_, name=name: fired.append(name))

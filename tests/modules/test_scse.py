@@ -10,11 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.fx
-import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import assert_matches_reference, rand, randomize_
+from helpers import assert_matches_reference, param_leaves, rand, randomize_
 from plugattn.modules.scse import SpatialChannelSqueezeExcite
 
 F64 = torch.float64
@@ -90,16 +89,12 @@ def test_scse_keys_repr_and_errors():
         SpatialChannelSqueezeExcite(64, rd_ratio=0)
 
 
-def param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("combine", ["max", "add"])
 def test_fx_trace_and_hooks(combine):
     m = build(combine=combine)
     gm = torch.fx.symbolic_trace(m)
     fired = []
-    leaves = param_leaves(m)
+    leaves = list(param_leaves(m))
     assert sorted(leaves) == ["fc1", "fc2", "spatial_conv"]
     for name in leaves:
         m.get_submodule(name).register_forward_hook(lambda *_, name=name: fired.append(name))

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import assert_matches_reference, rand, randomize_
+from helpers import assert_matches_reference, param_leaves, rand, randomize_
 from plugattn.modules.se import EffectiveSqueezeExcite, SqueezeExcite
 
 F64 = torch.float64
@@ -134,17 +134,13 @@ def test_ese_matches_official_vovnet_layout():
     torch.testing.assert_close(m(x), x * F.relu6(z + 3.0) / 6.0, atol=1e-10, rtol=1e-10)
 
 
-def param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("cls,kwargs", [(SqueezeExcite, {}), (SqueezeExcite, {"add_maxpool": True, "norm_layer": "bn"}),
                                         (EffectiveSqueezeExcite, {})], ids=str)
 def test_fx_trace_and_hooks(cls, kwargs):
     m = build(cls, **kwargs)
     gm = torch.fx.symbolic_trace(m)
     fired = []
-    leaves = param_leaves(m)
+    leaves = list(param_leaves(m))
     assert leaves
     for name in leaves:
         m.get_submodule(name).register_forward_hook(lambda *_, name=name: fired.append(name))

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import TOL, assert_matches_reference, rand, randomize_
+from helpers import TOL, assert_matches_reference, param_leaves, rand, random_state_dict, randomize_
 from plugattn.modules.sk import SelectiveKernel
 
 F64 = torch.float64
@@ -80,22 +80,6 @@ def test_sk_matches_plain_formulation_with_gradients(cfg, training):
 
 
 # ---- official state_dicts: pppLang and ResearchingDexter ---------------------------------------------------------
-
-
-def random_state_dict(shapes: dict[str, tuple[int, ...]], seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
-    """Official-style state_dict with random weights (drawn in float32, then cast); plausible BN statistics."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, shape in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(0)
-        elif k.endswith("running_var"):
-            sd[k] = (0.5 + torch.rand(shape, generator=g)).to(dtype)
-        elif k.endswith("running_mean"):
-            sd[k] = (0.1 * torch.randn(shape, generator=g)).to(dtype)
-        else:
-            sd[k] = (0.5 * torch.randn(shape, generator=g)).to(dtype)
-    return sd
 
 
 def bn_shapes(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
@@ -355,10 +339,6 @@ def test_sk_input_not_modified_in_place_under_autograd():
     assert torch.equal(x.detach(), before)
 
 
-def _param_leaves(m: nn.Module) -> dict[str, nn.Module]:
-    return {p: s for p, s in m.named_modules() if p and not list(s.children()) and list(s.parameters(recurse=False))}
-
-
 SPLIT3 = {"split_input": True, "groups": 4, "kernel_size": (3, 5, 7), "attn_bias": True}
 
 
@@ -374,7 +354,7 @@ def test_sk_symbolic_trace_equals_eager(kwargs):
 
 def test_sk_forward_hooks_fire_on_every_parameter_leaf():
     m = SelectiveKernel(32, kernel_size=(3, 5, 7), attn_bias=True).eval()
-    leaves = _param_leaves(m)
+    leaves = param_leaves(m)
     assert {"fc_reduce", "fc_select", "norm", "paths.2.conv", "paths.2.bn"} <= set(leaves)
     fired = []
     for path, leaf in leaves.items():

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import plugattn
-from helpers import assert_matches_reference, rand, randomize_
+from helpers import assert_matches_reference, onnxruntime_or_skip, param_leaves, rand, randomize_
 from plugattn.export import export_onnx, onnx_max_error
 from plugattn.modules.srm import StyleRecalibration, style_pool
 
@@ -127,16 +127,9 @@ def test_torch_export_odd_sizes():
             torch.testing.assert_close(ep.module()(x), m(x))
 
 
-def _ort():
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    ort.set_default_logger_severity(4)
-    return ort
-
-
 def test_srm_onnx_parity(tmp_path):
     """Exported once with dynamic batch/height/width, the divisor follows every size, 1×1 included."""
-    ort = _ort()
+    ort = onnxruntime_or_skip()
     torch.manual_seed(0)
     m = randomize_(plugattn.create("srm", 16), seed=2).eval()
     path = export_onnx(m, tmp_path / "srm.onnx", size=(12, 10))
@@ -156,7 +149,7 @@ def test_srm_onnx_parity(tmp_path):
 
 def test_torchscript_exporter_follows_the_input_size(tmp_path):
     """The deprecated exporter traces shapes as tensors: SRM's divisor must follow them."""
-    _ort()
+    onnxruntime_or_skip()
     torch.manual_seed(0)
     m = randomize_(plugattn.create("srm", 32), seed=3).eval()
     path = export_onnx(m, tmp_path / "srm.onnx", size=(12, 10), dynamo=False)
@@ -169,7 +162,7 @@ def test_fx_trace_and_hooks():
     m = build()
     gm = torch.fx.symbolic_trace(m)
     fired = []
-    leaves = [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
+    leaves = list(param_leaves(m))
     assert leaves == ["bn"]
     m.bn.register_forward_hook(lambda *_: fired.append("bn"))
     for n, h, w in [(2, 7, 5), (1, 1, 1)]:

@@ -13,13 +13,12 @@ import copy
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import plugattn
-from helpers import TOL, rand, randomize_
+from helpers import TOL, param_leaves, rand, randomize_
 from plugattn._layers import Gate, ZPoolGate
 from plugattn.modules.triplet import TripletAttention
 
@@ -258,16 +257,12 @@ def test_zpool_gate_is_the_rotated_official_gate(dim, perm, shape):
     close(x1.grad, x2.grad)
 
 
-def _param_leaves(m: nn.Module) -> list[str]:
-    return [n for n, s in m.named_modules() if not list(s.children()) and list(s.parameters(recurse=False))]
-
-
 @pytest.mark.parametrize("module", [TripletAttention(12), TripletAttention(no_spatial=True, kernel_size=3),
                                     ZPoolGate(dim=3)], ids=str)
 def test_fx_trace_and_hooks(module):
     m = randomize_(module).double().eval()
     gm = torch.fx.symbolic_trace(m)
-    leaves = _param_leaves(m)
+    leaves = list(param_leaves(m))
     assert leaves
     fired: list[str] = []
     for name in leaves:

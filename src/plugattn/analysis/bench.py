@@ -15,6 +15,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +26,7 @@ from .. import registry
 from .cost import _human, count_flops, count_params
 from .memory import peak_memory_mib
 
-__all__ = ["bench", "time_fn", "time_interleaved", "paired_ratio", "forward_backward", "to_markdown"]
+__all__ = ["bench", "time_fn", "time_interleaved", "interleaved_min", "paired_ratio", "forward_backward", "to_markdown"]
 
 HELP = "measure parameters, FLOPs, latency and peak memory of modules"
 
@@ -90,6 +91,31 @@ def time_interleaved(
             sync()
             samples[name].append((time.perf_counter() - t0) * 1e3 / k)
     return {name: {**_stats(ts), "calls_per_sample": counts[name], "times": ts} for name, ts in samples.items()}
+
+
+def interleaved_min(
+    fns: Mapping[str, Callable[[], object]],
+    rounds: int,
+    *,
+    on_round: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, float]:
+    """Minimum ms per call of each function over ``rounds`` interleaved rounds, after one warm-up call each.
+
+    Round r calls every function once, in forward order on even rounds and reverse order on odd ones, so slow
+    drifts of the machine hit every function alike. ``on_round(r, best)`` is called after each round.
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            t0 = time.perf_counter()
+            fns[name]()
+            best[name] = min(best[name], (time.perf_counter() - t0) * 1e3)
+        if on_round is not None:
+            on_round(r, best)
+    return best
 
 
 def paired_ratio(timings: dict[str, dict], num: str, den: str) -> float:

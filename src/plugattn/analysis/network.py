@@ -10,7 +10,6 @@ time is its minimum over the rounds; overhead = time / baseline time − 1.
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import torch
@@ -19,6 +18,7 @@ from torch import Tensor
 
 from .. import registry
 from ..integrate import insert
+from .bench import interleaved_min
 
 __all__ = ["FloorGate", "timm_factories", "network_overhead", "overhead_table"]
 
@@ -120,17 +120,12 @@ def network_overhead(
         if name in timm:
             variants["timm:" + name] = (name, "timm", insert(_resnet(network), timm[name]))
     steps = {key: _step(model.train(), x) for key, (_, _, model) in variants.items()}
-    for step in steps.values():  # warm-up: first-call allocations and kernel selection
-        step()
-    best = {key: float("inf") for key in steps}
-    keys = list(steps)
-    for r in range(rounds):
-        for key in keys if r % 2 == 0 else reversed(keys):
-            t0 = time.perf_counter()
-            steps[key]()
-            best[key] = min(best[key], (time.perf_counter() - t0) * 1e3)
+
+    def report(r: int, best: dict[str, float]) -> None:
         if verbose:
             print(f"round {r + 1}/{rounds}: baseline {best['baseline']:.1f} ms", flush=True)
+
+    best = interleaved_min(steps, rounds, on_round=report)
     base = best["baseline"]
     return [{"name": name, "impl": impl, "ms": best[key], "overhead": best[key] / base - 1}
             for key, (name, impl, _) in variants.items()]
