@@ -373,3 +373,248 @@ def test_insert_error_names_the_block_and_a_working_value():
     pattern = r"insert: building sge for block 'layer\d\.\d' \(\d+ channels\).*groups=\d+ would"
     with pytest.raises(ValueError, match=pattern):
         insert(tv.models.resnet18(), "sge", groups=48)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# placements: "stage" (BAM), "expanded" (Coordinate in MobileNetV2, MobileNetV3's SE site), "replace" (SKNet)
+
+X32 = rand(2, 3, 32, 32, seed=11)
+
+# torchvision / the MobileNetV2 paper's table (t, c, n, s); the official mbv2_ca puts CA in every block with t ≠ 1,
+# on the hidden (expanded) width, before the projection
+MBV2_TABLE = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+              (6, 320, 1, 1)]
+
+
+def mbv2_expanded_sites() -> list[tuple[str, int]]:
+    """(block path, hidden width) of every expanding block, from the table alone."""
+    out, c_in, i = [], 32, 1
+    for t, c, n, _ in MBV2_TABLE:
+        for _ in range(n):
+            if t != 1:
+                out.append((f"features.{i}", c_in * t))
+            c_in, i = c, i + 1
+    return out
+
+
+def _identity_check(model: nn.Module, name: str, placement: str, x=X32, **kw) -> nn.Module:
+    """Insert with zero_init: outputs equal bit for bit; the same without zero_init changes them."""
+    base = copy.deepcopy(model)
+    with torch.no_grad():
+        before = model(x)
+    insert(model, name, zero_init=True, placement=placement, **kw)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    insert(base, name, placement=placement, **kw)
+    with torch.no_grad():
+        assert not torch.equal(base(x), before)
+    return model
+
+
+@pytest.mark.parametrize("ctor, name, channels", [
+    (tv_resnet18, "bam", [64, 128, 256]),
+    (lambda: tv.models.resnet50(num_classes=10), "se", [256, 512, 1024]),
+    (timm_resnet10t, "bam", [64, 128, 256]),
+], ids=["tv_resnet18", "tv_resnet50", "timm_resnet10t"])
+def test_stage_placement(ctor, name, channels):
+    model = make(ctor)
+    keys = set(model.state_dict())
+    _identity_check(model, name, "stage")
+    recs = inserted(model)
+    assert [(r.path, r.site, r.channels, r.wrapped) for r in recs] == [
+        (f"layer{i}.attn", f"layer{i}", c, True) for i, c in zip((1, 2, 3), channels)]
+    assert keys <= set(model.state_dict())  # appended: no existing key changes
+    assert not hasattr(model.layer4, "attn")  # none after the last stage, as BAM
+
+
+def test_stage_arithmetic_where_and_nesting():
+    model = insert(make(tv_resnet18), "se", placement="stage")
+    x = rand(2, 64, 8, 8, seed=12)
+    with torch.no_grad():
+        blocks = model.layer1[1](model.layer1[0](x))
+        torch.testing.assert_close(model.layer1(x), model.layer1.attn(blocks), rtol=0, atol=0)
+    # where names stages (layer4 too); a predicate selects among Sequentials, never inside inserted modules
+    model = insert(make(tv_resnet18), "bam", ["layer4"], placement="stage")
+    assert [(r.path, r.channels) for r in inserted(model)] == [("layer4.attn", 512)]
+    assert isinstance(model.layer4.attn.channel, nn.Sequential)  # inside an inserted module: never a stage
+    insert(model, "eca", lambda p, m: p.startswith("layer4") and "downsample" not in p, placement="stage")
+    assert [(r.name, r.path) for r in inserted(model)] == [("bam", "layer4.attn"), ("eca", "layer4.attn2")]
+    # a ResNet inside another module: its stages are found under its path
+    wrapper = nn.Sequential()
+    wrapper.add_module("backbone", tv.models.resnet18())
+    insert(wrapper, "se", placement="stage")
+    assert [r.site for r in inserted(wrapper)] == ["backbone.layer1", "backbone.layer2", "backbone.layer3"]
+    with pytest.raises(ValueError, match=r"found no stages in MobileNetV2: it looks for children layer1"):
+        insert(tv.models.mobilenet_v2(), "se", placement="stage")
+    with pytest.raises(ValueError, match=r"appends to nn.Sequential stages; 'fc' is a Linear"):
+        insert(tv_resnet18(), "se", ["fc"], placement="stage")
+
+
+def test_expanded_mobilenet_v2_matches_mbv2_ca_layout():
+    model = make(lambda: tv.models.mobilenet_v2(num_classes=10))
+    keys = set(model.state_dict())
+    _identity_check(model, "coord", "expanded")
+    want = mbv2_expanded_sites()
+    assert len(want) == 16
+    assert [(r.site, r.channels) for r in inserted(model)] == want
+    assert [r.path for r in inserted(model)] == [f"{s}.conv.1.attn" for s, _ in want]
+    # the depthwise Conv-BN-ReLU6 is wrapped: its old keys still load
+    renamed = {k.replace(".conv.1.", ".conv.1.module.") if k.split(".")[2:4] == ["conv", "1"] and
+               int(k.split(".")[1]) >= 2 else k for k in keys}
+    assert renamed <= set(model.state_dict())
+    ref = make(lambda: tv.models.mobilenet_v2(num_classes=10), seed=3)
+    result = model.load_state_dict(ref.state_dict(), strict=False)
+    assert result.unexpected_keys == [] and all(".attn." in k for k in result.missing_keys)
+    # arithmetic of a residual block: x + project(attn(dw(expand(x))))
+    plain = insert(make(lambda: tv.models.mobilenet_v2()), "eca", placement="expanded")
+    blk = plain.features[3]
+    x = rand(2, 24, 8, 8, seed=13)
+    with torch.no_grad():
+        hidden = blk.conv[1].module(blk.conv[0](x))
+        torch.testing.assert_close(blk(x), x + blk.conv[3](blk.conv[2](blk.conv[1].attn(hidden))), rtol=0, atol=0)
+
+
+def test_expanded_mobilenet_v3_and_efficientnet_torchvision():
+    model = make(lambda: tv.models.mobilenet_v3_small(num_classes=10))
+    _identity_check(model, "eca", "expanded")
+    # 11 inverted residuals; the first has expanded == input channels (no 1×1 expansion)
+    assert [r.site for r in inserted(model)] == [f"features.{i}" for i in range(2, 12)]
+    assert inserted(model)[0].channels == 72
+    blk = insert(make(lambda: tv.models.mobilenet_v3_small()), "se", placement="expanded").features[4]
+    x = rand(2, 24, 8, 8, seed=14)
+    with torch.no_grad():  # expand, depthwise, the new module, the block's own SE, project
+        y = blk.block[1].module(blk.block[0](x))
+        torch.testing.assert_close(blk(x), blk.block[3](blk.block[2](blk.block[1].attn(y))), rtol=0, atol=0)
+    eff = make(lambda: tv.models.efficientnet_b0(num_classes=10))
+    _identity_check(eff, "eca", "expanded")
+    assert len(inserted(eff)) == 15  # 16 MBConv, the first with expand ratio 1
+
+
+@pytest.mark.parametrize("network, n", [("mobilenetv2_100", 16), ("efficientnet_b0", 15)])
+def test_expanded_timm(network, n):
+    model = make(lambda: timm.create_model(network, num_classes=10))
+    keys = set(model.state_dict())
+    _identity_check(model, "eca", "expanded")
+    recs = inserted(model)
+    assert len(recs) == n and all(r.path.endswith(".aa.attn") for r in recs)
+    assert keys <= set(model.state_dict())  # the parameter-free aa slot is wrapped: no existing key changes
+    assert recs[0].channels == model.get_submodule(recs[0].site).conv_dw.out_channels
+    blk = model.get_submodule(recs[3].site)
+    x = rand(2, blk.conv_pw.in_channels, 8, 8, seed=15)
+    with torch.no_grad():
+        y = blk.aa.attn(blk.bn2(blk.conv_dw(blk.bn1(blk.conv_pw(x)))))
+        y = blk.bn3(blk.conv_pwl(blk.se(y)))
+        torch.testing.assert_close(blk(x), y + x if blk.has_skip else y, rtol=0, atol=0)
+
+
+def test_expanded_where():
+    model = insert(tv.models.mobilenet_v2(), "eca", ["features.1", "features.5"], placement="expanded")
+    assert [(r.site, r.channels) for r in inserted(model)] == [("features.1", 32), ("features.5", 192)]
+    model = insert(tv.models.mobilenet_v2(), "eca", lambda p, m: p.startswith("features.1"), placement="expanded")
+    # the predicate picks among the blocks: features.1 (t = 1, named) and features.10 … 17; not their children
+    assert [r.site for r in inserted(model)] == ["features.1"] + [f"features.{i}" for i in range(10, 18)]
+    with pytest.raises(ValueError, match=r"placement='expanded' puts the module in blocks of these types: .*"
+                                         r"'features.0' is a Conv2dNormActivation"):
+        insert(tv.models.mobilenet_v2(), "eca", ["features.0"], placement="expanded")
+    with pytest.raises(ValueError, match=r"found no block with an expansion layer in ResNet; it looks for: "
+                                         r"torchvision.models.mobilenetv2.InvertedResidual"):
+        insert(tv_resnet18(), "eca", placement="expanded")
+
+
+def test_expanded_after_block_never_inside_inserted():
+    model = insert(tv.models.mobilenet_v2(), "se")  # 10 residual blocks, SE appended to their conv Sequential
+    insert(model, "eca", placement="expanded")
+    recs = inserted(model)
+    se = [r.path for r in recs if r.name == "se"]
+    eca = [r.path for r in recs if r.name == "eca"]
+    assert len(se) == 10 and len(eca) == 16
+    assert not any(e.startswith(s + ".") for e in eca for s in se)
+    with pytest.raises(ValueError, match="inside inserted modules"):
+        insert(model, "eca", [se[0] + ".fc1"])
+    with torch.no_grad():
+        assert model.eval()(X32).shape == (2, 1000)
+
+
+@pytest.mark.parametrize("ctor, n", [
+    (tv_resnet18, 8),
+    (lambda: tv.models.resnet50(num_classes=10), 16),
+    (lambda: tv.models.resnext50_32x4d(num_classes=10), 16),
+    (lambda: timm.create_model("resnet26", num_classes=10), 8),
+], ids=["tv_resnet18", "tv_resnet50", "tv_resnext50", "timm_resnet26"])
+def test_replace_placement(ctor, n):
+    model = make(ctor)
+    convs = {p: m.conv2 for p, m in model.named_modules() if hasattr(m, "conv2") and hasattr(m, "bn2")}
+    with torch.no_grad():
+        shapes = {}
+        hooks = [c.register_forward_hook(lambda m, a, y, p=p: shapes.__setitem__(p, y.shape)) for p, c in convs.items()]
+        model(X32)
+        for h in hooks:
+            h.remove()
+    insert(model, "sk", placement="replace")
+    recs = inserted(model)
+    assert len(recs) == n and [r.site for r in recs] == list(convs)
+    seen = {}
+    for r in recs:
+        blk, old = model.get_submodule(r.site), convs[r.site]
+        assert r.path == r.site + ".conv2" and isinstance(blk.conv2, plugattn.get("sk"))
+        assert isinstance(blk.bn2, nn.Identity) and r.channels == old.in_channels and not r.wrapped
+        path0 = blk.conv2.paths[0].conv
+        assert (path0.stride, path0.groups, blk.conv2.out_channels) == (old.stride, old.groups, old.out_channels)
+        blk.conv2.register_forward_hook(lambda m, a, y, p=r.site: seen.__setitem__(p, y.shape))
+    with torch.no_grad():
+        assert model.eval()(X32).shape == (2, 10)
+    assert seen == shapes  # every replacement gives the replaced conv's output shape
+    with pytest.raises(ValueError, match="found no block with a conv to replace in .*replaced already"):
+        insert(model, "sk", placement="replace")
+
+
+def test_replace_arithmetic_and_dilation():
+    model = insert(make(lambda: tv.models.resnet50()), "sk", placement="replace")
+    blk = model.layer2[0]
+    x = rand(2, 256, 8, 8, seed=16)
+    with torch.no_grad():
+        y = blk.relu(blk.conv2(blk.relu(blk.bn1(blk.conv1(x)))))
+        torch.testing.assert_close(blk(x), blk.relu(blk.bn3(blk.conv3(y)) + blk.downsample(x)), rtol=0, atol=0)
+    dilated = insert(tv.models.resnet50(replace_stride_with_dilation=[False, True, True]), "sk", placement="replace")
+    sk = dilated.layer4[1].conv2  # conv2 had dilation 4: the SK branches get dilation 4 and 8
+    assert [p.conv.dilation for p in sk.paths] == [(4, 4), (8, 8)]
+    with torch.no_grad():
+        assert dilated.eval().forward(X32).shape == (2, 1000)
+
+
+def test_replace_errors():
+    with pytest.raises(ValueError, match=r"module 'se' is not one. Conv replacements: sk"):
+        insert(tv_resnet18(), "se", placement="replace")
+    with pytest.raises(ValueError, match=r"placement='replace' needs a factory"):
+        insert(tv_resnet18(), plugattn.get("eca"), placement="replace")
+    with pytest.raises(ValueError, match="zero_init=True does not apply to placement='replace'"):
+        insert(tv_resnet18(), "sk", zero_init=True, placement="replace")
+    with pytest.raises(ValueError, match=r"sets \['stride'\] from the replaced conv"):
+        insert(tv_resnet18(), "sk", placement="replace", stride=2)
+    with pytest.raises(ValueError, match=r"found no block with a conv to replace in MobileNetV2; it looks for: "
+                                         r"torchvision.models.resnet.BasicBlock"):
+        insert(tv.models.mobilenet_v2(), "sk", placement="replace")
+    with pytest.raises(ValueError, match="'layer1' is a Sequential"):
+        insert(tv_resnet18(), "sk", ["layer1"], placement="replace")
+    model = insert(tv_resnet18(), "sk", ["layer1.0", "layer2.1"], placement="replace", groups=2)
+    assert [(r.site, model.get_submodule(r.path).paths[0].conv.groups) for r in inserted(model)] == [
+        ("layer1.0", 2), ("layer2.1", 2)]
+
+
+def test_placement_errors_and_supported_blocks():
+    with pytest.raises(ValueError, match="unknown placement 'between'; expected one of: block, stage, expanded, "
+                                         "replace"):
+        insert(tv_resnet18(), "se", placement="between")
+    with pytest.raises(TypeError, match="placement must be a str"):
+        insert(tv_resnet18(), "se", placement=None)
+    assert supported_blocks("replace") == [
+        "torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck",
+        "timm.models.resnet.BasicBlock", "timm.models.resnet.Bottleneck"]
+    assert "timm.models._efficientnet_blocks.InvertedResidual" in supported_blocks("expanded")
+    with pytest.raises(ValueError, match="finds children layer1"):
+        supported_blocks("stage")
+    model = tv_resnet18()
+    keys = set(model.state_dict())
+    with pytest.raises(ValueError):
+        insert(model, "se", ["layer1", "fc"], placement="stage")  # fails before changing anything
+    assert set(model.state_dict()) == keys and inserted(model) == []

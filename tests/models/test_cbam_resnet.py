@@ -18,7 +18,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 import plugattn
 from helpers import rand, randomize_
 from plugattn.models import cbam_resnet, create_model, list_models, model_info
-from plugattn.models.cbam_resnet import JongchanBAM, insert_between_stages
+from plugattn.models.cbam_resnet import JongchanBAM
 
 # (parameters, state_dict entries) of ResidualNet('ImageNet', depth, 1000, att) at the pinned commits
 OFFICIAL = {
@@ -173,17 +173,16 @@ def test_backbone_api():
     assert create_model("cbam_resnet18", num_classes=5, global_pool="avg")(x).shape == (2, 5)
 
 
-def test_insert_between_stages_errors_and_zero_init():
+def test_stage_placement_zero_init_and_errors():
     net = torchvision.models.resnet18().eval()
     x = rand(1, 3, 64, 64)
     with torch.no_grad():
         y = net(x)
-        insert_between_stages(net, "bam", zero_init=True)
+        plugattn.insert(net, "bam", zero_init=True, placement="stage")
         torch.testing.assert_close(net(x), y, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="already has"):
-        insert_between_stages(net, "bam")
-    with pytest.raises(ValueError, match="not an nn.Sequential"):
-        insert_between_stages(torchvision.models.resnet18(), "bam", stages=["fc"])
+    assert [i.path for i in plugattn.inserted(net)] == ["layer1.attn", "layer2.attn", "layer3.attn"]
+    with pytest.raises(ValueError, match="appends to nn.Sequential"):
+        plugattn.insert(torchvision.models.resnet18(), "bam", ["fc"], placement="stage")
     with pytest.raises(ValueError, match="global_pool"):
         create_model("cbam_resnet18", global_pool="max")
     assert isinstance(create_model("cbam_resnet18").avgpool, nn.AvgPool2d)

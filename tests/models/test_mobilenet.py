@@ -49,8 +49,9 @@ def test_counts_and_registry(key):
 
 def test_coord_placement():
     model = create_model("coord_mobilenet_v2")
-    sites = [i.site for i in plugattn.inserted(model)]
-    assert sites == [f"features.{i}.conv.1" for i in range(2, 18)]  # every expanding block, after the depthwise
+    paths = [(i.site, i.path) for i in plugattn.inserted(model)]
+    # every expanding block, after the depthwise Conv-BN-ReLU6
+    assert paths == [(f"features.{i}", f"features.{i}.conv.1.attn") for i in range(2, 18)]
     mips = {i.channels: model.get_submodule(i.path).rd_channels for i in plugattn.inserted(model)}
     assert mips == {96: 8, 144: 8, 192: 8, 384: 12, 576: 18, 960: 30}
 

@@ -7,7 +7,7 @@ with different options. torchvision is required.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,8 +42,8 @@ class AttnResNet(nn.Module):
     ``head_drop``). It holds torchvision's own modules (``torchvision.models.resnet.BasicBlock`` / ``Bottleneck``),
     so its state_dict keys are torchvision's and ``insert`` finds its blocks. Two switches reproduce the Caffe
     ResNet layout (Caffe SENet, timm ``legacy_seresnet*``), ``global_pool`` the official ``AvgPool2d(7)`` head of
-    Jongchan's ``ResidualNet``, ``groups`` / ``width_per_group`` give ResNeXt, and ``block_hook`` edits every block
-    in place after construction (SKNet's SK convolutions), and a dropout may precede the classifier.
+    Jongchan's ``ResidualNet``, ``groups`` / ``width_per_group`` give ResNeXt (SKNet replaces their 3×3 convs with
+    ``insert(..., placement="replace")``), and a dropout may precede the classifier.
 
     Args:
         block: ``"basic"`` (two 3×3 convs, ResNet-18/34) or ``"bottleneck"`` (1×1, 3×3, 1×1; ResNet-50+).
@@ -55,8 +55,6 @@ class AttnResNet(nn.Module):
         global_pool: ``"avg"``: the global mean (``AdaptiveAvgPool2d(1)``) at any size; ``"avg7"``:
             ``nn.AvgPool2d(7)`` (the global mean only for 193–224 px inputs). Default: ``"avg"``.
         groups, width_per_group: torchvision's ResNeXt options (32 and 4: ``resnext50_32x4d``). Default: 1, 64.
-        block_hook: called on every block, stage by stage, after the network is built; it edits the block in
-            place. Default: None.
 
     Shape:
         (N, 3, H, W) → (N, num_classes) logits, any H, W (the features are at stride 32).
@@ -79,8 +77,7 @@ class AttnResNet(nn.Module):
     fc: nn.Module
 
     def __init__(self, block: str, layers: Sequence[int], *, num_classes: int = 1000, caffe: bool = False,
-                 drop_rate: float = 0.0, global_pool: str = "avg", groups: int = 1, width_per_group: int = 64,
-                 block_hook: Callable[[nn.Module], None] | None = None) -> None:
+                 drop_rate: float = 0.0, global_pool: str = "avg", groups: int = 1, width_per_group: int = 64) -> None:
         super().__init__()
         name = type(self).__name__
         if block not in ("basic", "bottleneck"):
@@ -118,10 +115,6 @@ class AttnResNet(nn.Module):
                 for stage in (self.layer2, self.layer3, self.layer4):
                     first: Any = stage[0]  # a torchvision Bottleneck
                     first.conv1.stride, first.conv2.stride = first.conv2.stride, first.conv1.stride
-        if block_hook is not None:
-            for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-                for b in stage:
-                    block_hook(b)
 
     def extra_repr(self) -> str:
         text = (f"block={self.block!r}, layers={self.layers}, num_classes={self.num_classes}, caffe={self.caffe}, "

@@ -17,8 +17,8 @@ All three are torchvision's ResNet (18/34 BasicBlock, 50/101 Bottleneck; stride 
 - **the attention** — CBAM and Triplet sit at :func:`plugattn.insert`'s default site (the output of the block's
   last BN, before the residual add, in every block), so the networks are ``torchvision.models.ResNet`` +
   ``insert``. BAM instead sits **between stages**: one BAM on the output of each of ``layer1``, ``layer2`` and
-  ``layer3`` (none after ``layer4``), placed by :func:`insert_between_stages`, which appends the module to the stage's
-  ``nn.Sequential`` as child ``attn`` (``layer1.attn``), so every torchvision key is unchanged and
+  ``layer3`` (none after ``layer4``), placed by ``insert(model, ..., placement="stage")``, which appends the module to
+  the stage's ``nn.Sequential`` as child ``attn`` (``layer1.attn``), so every torchvision key is unchanged and
   ``create_feature_extractor(model, {"layer1": ...})`` returns the attended stage output, as the next stage sees it.
 - **the head** — the official pool is ``nn.AvgPool2d(7)``, not a global pool: the final map is ⌈s/32⌉ for an s×s
   input, so the pool is the global mean only for 193–224 px inputs; for 225–416 px it averages the top-left 7×7 of
@@ -33,23 +33,20 @@ the official keys (``layerL.B.cbam.…``, ``layerL.B.triplet_attention.…``, ``
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch.nn as nn
 from torch import Tensor
 
 from .. import official as _official
-from ..integrate import ZeroInit, _infer_channels, insert
+from ..integrate import insert
 from ..modules.bam import BottleneckAttention
 from ..official import KeyMap, official
-from ..registry import info as _module_info
 from ._registry import register_model
 from ._resnet import AttnResNet
 
 __all__ = [
     "JongchanBAM",
-    "insert_between_stages",
     "cbam_resnet18",
     "cbam_resnet34",
     "cbam_resnet50",
@@ -89,67 +86,6 @@ class JongchanBAM(BottleneckAttention):
         return x * (1 + self.gate(att))
 
 
-def insert_between_stages(
-    model: nn.Module,
-    name: str | Callable[..., nn.Module],
-    stages: Sequence[str] = ("layer1", "layer2", "layer3"),
-    *,
-    zero_init: bool = False,
-    **kwargs: Any,
-) -> nn.Module:
-    """Put one attention module on the output of each stage (BAM's placement), in place; return ``model``.
-
-    Each stage (an ``nn.Sequential`` of blocks, e.g. torchvision ResNet's ``layer1``) gets the module appended as
-    its child ``attn``, so the next stage sees the attended map and no existing state_dict key changes. The
-    channel count is read from the stage's last block. BAM (``"bam"``, :class:`JongchanBAM`) goes after ``layer1``,
-    ``layer2`` and ``layer3`` of a ResNet, the default ``stages``.
-
-    Args:
-        model: the network.
-        name: a registry key (``"bam"``) or a class / factory called as ``f(channels, **kwargs)``.
-        stages: paths of the stage ``nn.Sequential`` modules.
-        zero_init: wrap each module in :class:`plugattn.integrate.ZeroInit` (starts as the exact identity).
-        **kwargs: passed to the module's constructor.
-
-    Examples:
-        >>> import torchvision
-        >>> net = insert_between_stages(torchvision.models.resnet18(), "bam")
-        >>> [type(net.get_submodule(f"layer{i}.attn")).__name__ for i in (1, 2, 3)]
-        ['BottleneckAttention', 'BottleneckAttention', 'BottleneckAttention']
-    """
-    factory: Callable[..., nn.Module]
-    if isinstance(name, str):
-        meta = _module_info(name)
-        if not meta.preserves_shape:
-            raise ValueError(f"insert_between_stages: module {name!r} changes the shape of its input")
-        factory = meta.cls
-    elif callable(name):
-        factory = name
-    else:
-        raise TypeError(f"insert_between_stages: name must be a registry key or a factory, got {type(name).__name__}")
-    plans = []
-    for path in stages:
-        stage = model.get_submodule(path)
-        if not isinstance(stage, nn.Sequential):
-            raise ValueError(f"insert_between_stages: {path!r} is a {type(stage).__name__}, not an nn.Sequential stage")
-        if "attn" in stage._modules:
-            raise ValueError(f"insert_between_stages: stage {path!r} already has an attention module")
-        channels = _infer_channels(stage)
-        if channels is None:
-            raise ValueError(f"insert_between_stages: cannot read the channel count of stage {path!r}")
-        plans.append((stage, channels))
-    for stage, channels in plans:
-        ref = next(stage.parameters(), None)
-        attn = factory(channels, **kwargs)
-        if ref is not None:
-            attn = attn.to(device=ref.device, dtype=ref.dtype)
-        if zero_init:
-            attn = ZeroInit(attn, device=ref.device if ref is not None else None,
-                            dtype=ref.dtype if ref is not None else None)
-        stage.add_module("attn", attn.train(stage.training))
-    return model
-
-
 def _build(depth: int, attention: str, *, num_classes: int, global_pool: str) -> AttnResNet:
     block, layers = _DEPTHS[depth]
     model = AttnResNet(block, layers, num_classes=num_classes, global_pool=global_pool)
@@ -158,7 +94,7 @@ def _build(depth: int, attention: str, *, num_classes: int, global_pool: str) ->
     elif attention == "triplet":
         insert(model, "triplet")  # TripletAttention (k 7) at the same site
     else:
-        insert_between_stages(model, JongchanBAM)  # BAM(C, r 16) on layer1/2/3's outputs
+        insert(model, JongchanBAM, placement="stage")  # BAM(C, r 16) on layer1/2/3's outputs
     return model.eval()
 
 

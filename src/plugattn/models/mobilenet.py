@@ -11,7 +11,7 @@ Both are torchvision's MobileNetV2 (``torchvision.models.MobileNetV2``: the same
 and head) with attention placed by :func:`plugattn.insert`:
 
 - CA-MobileNetV2: ``coord`` on the output of the depthwise Conv-BN-ReLU6 (``features.i.conv.1``) of the 16
-  expanding blocks, i.e. on the expanded channels, before the projection;
+  expanding blocks, i.e. on the expanded channels, before the projection (``placement="expanded"``);
 - ECA-MobileNetV2: ``eca`` on the projected output of **all 17** inverted residuals (not only the 10 residual
   ones insert's default placement picks), kernel 1 in ``features.1``–``10`` and 3 in ``features.11``–``17``.
 
@@ -97,13 +97,14 @@ def coord_mobilenet_v2(*, num_classes: int = 1000, width_mult: float = 1.0, drop
 
     torchvision's MobileNetV2 with ``coord`` (:class:`plugattn.modules.coord.CoordAttention`, mip = max(8, C/32))
     inserted on the output of the depthwise Conv-BN-ReLU6 of every expanding block (``features.2``–``17``), on
-    the expanded channels, before the 1×1 projection: the official ``mbv2_ca`` placement. Head: global average
+    the expanded channels, before the 1×1 projection: the official ``mbv2_ca`` placement,
+    ``insert(model, "coord", placement="expanded")``. Head: global average
     pool → Dropout(0.1) → Linear(1280, num_classes). Output: logits (B, num_classes). 3,950,648 parameters.
 
     ``width_mult`` rounds widths as torchvision does (to multiples of 8, the official rule at width 1.0).
     """
     model = AttentionMobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout)
-    return insert(model, "coord", where=[f"features.{i}.conv.1" for i in _expanding_blocks(model)])
+    return insert(model, "coord", placement="expanded")
 
 
 def _coord_key_map(expanding: set[int]) -> Callable[[str], str]:

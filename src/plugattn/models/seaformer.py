@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -23,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._layers import ConvNormAct, Gate, LayerType, check_positive
-from ..modules.seaformer import SeaFormerBlock, _map_block_key
-from ..official import official
+from ..modules.seaformer import SeaFormerBlock
+from ..official import KeyMap, official, official_converter
 from ._registry import register_model
 from ._resnet import _reset_linear
 
@@ -510,6 +511,12 @@ _MV2_KEY = re.compile(r"smb(\d+)\.layer(\d+)\.conv\.(\d)\.(c|bn)\.(.+)")
 _TRANS_KEY = re.compile(r"trans(\d+)\.transformer_blocks\.(\d+)\.(.+)")
 
 
+@lru_cache(maxsize=1)
+def _block_key_map() -> KeyMap:
+    """The official ``Block`` → :class:`SeaFormerBlock` key map of the ``sea_block`` converter (width-independent)."""
+    return official_converter("sea_block", dim=16, key_dim=4, num_heads=2)[1]
+
+
 def _trunk_key_map(model: SeaFormer) -> Callable[[str], str]:
     """Map ``seaformer-cls`` keys (``smbN.layerM.conv.J.{c,bn}``, ``transN.transformer_blocks.I``, ``linear``)."""
     first_trans = model.transformer_stages[0]
@@ -536,7 +543,7 @@ def _trunk_key_map(model: SeaFormer) -> Callable[[str], str]:
         m = _TRANS_KEY.fullmatch(key)
         if m:
             stage = first_trans + int(m[1]) - 1
-            return f"stages.{stage}.transformer.{m[2]}.{_map_block_key(m[3])}"
+            return f"stages.{stage}.transformer.{m[2]}.{_block_key_map()(m[3])}"
         return key  # not an official key: load_converted reports it
 
     return key_map

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..integrate import insert
 from ..official import official, official_converter
 from ._registry import register_model
 from ._resnet import AttnResNet, _reset_linear
@@ -41,31 +42,21 @@ def _module_converter(name: str, **kwargs: object) -> tuple[nn.Module, Callable[
 # SKNet-50 / 101 (Caffe layout)
 
 
-def _sk_block(block: nn.Module) -> None:
-    """Replace a torchvision ``Bottleneck``'s grouped 3×3 conv (and its BN) by an SK convolution, in place.
-
-    ``conv2`` becomes ``SelectiveKernel(width, stride=s, groups=32, rd_channels=max(width // 16, 32))`` (the
-    ``sk_caffe`` form; it ends in BN + ReLU per branch, so ``bn2`` becomes the identity and the block's ReLU after
-    it changes nothing: the SK output is a convex mix of ReLU outputs).
-    """
-    conv2: nn.Conv2d = block.conv2  # type: ignore[assignment]
-    width, stride = conv2.out_channels, conv2.stride[0]
-    sk, _ = _module_converter("sk_caffe", in_channels=width, out_channels=width, stride=stride)
-    block.conv2 = sk
-    block.bn2 = nn.Identity()
-
-
 def _sknet(layers: list[int], num_classes: int) -> AttnResNet:
     """SKNet in the Caffe layout: :class:`~plugattn.models._resnet.AttnResNet` with SK convolutions.
 
-    torchvision's ResNeXt (``groups=32, width_per_group=4``) whose every 3×3 conv is an SK convolution
-    (:func:`_sk_block`).
+    torchvision's ResNeXt (``groups=32, width_per_group=4``) whose every grouped 3×3 conv and its BN are replaced
+    by an SK convolution, ``insert(model, "sk", placement="replace")``: ``conv2`` becomes
+    ``SelectiveKernel(width, out_channels=width, stride=s, groups=32)``, i.e. the ``sk_caffe`` form (3×3 branches
+    with dilation 1 and 2, d = max(width/16, 32)); it ends in BN + ReLU per branch, so ``bn2`` becomes the identity
+    and the block's ReLU after it changes nothing (the SK output is a convex mix of ReLU outputs).
     Stem 7×7/2 conv + BN + ReLU + 3×3/2 max-pool, downsample 1×1 conv + BN, global average pool, ``fc``. Output:
     logits (B, num_classes). The official network ends in a softmax inside ``forward``; it is left out here
     (NETWORKS.md §1): apply ``.softmax(-1)`` for its probabilities.
     """
-    return AttnResNet("bottleneck", layers, num_classes=num_classes, groups=32, width_per_group=4,
-                      block_hook=_sk_block)
+    model = AttnResNet("bottleneck", layers, num_classes=num_classes, groups=32, width_per_group=4)
+    insert(model, "sk", placement="replace")
+    return model
 
 
 def _sknet_key_map(key: str) -> str | None:
