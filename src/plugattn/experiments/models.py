@@ -8,6 +8,7 @@ on the residual branch after the second BN, before the addition, and is built as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,13 +19,21 @@ from .. import registry
 
 __all__ = ["BasicBlock", "ResNet", "resolve_attn", "resnet"]
 
-AttnSpec = str | type[nn.Module] | Callable[[int], nn.Module] | None
+AttnSpec = str | dict | type[nn.Module] | Callable[[int], nn.Module] | None
 
 
 def resolve_attn(attn_layer: AttnSpec) -> Callable[[int], nn.Module] | None:
-    """``None``/``"none"``/``"baseline"`` → no attention; a registry name → its class; a class/factory as is."""
+    """The attention factory for a spec: None, a registry name, a compose spec (dict) or a class/factory.
+
+    ``None``/``"none"``/``"baseline"`` → no attention; a registry name → its class; a dict → the
+    :func:`plugattn.compose` call with those keywords (a point of the design space); a class/factory as is.
+    """
     if attn_layer is None:
         return None
+    if isinstance(attn_layer, dict):
+        from ..space import compose
+
+        return functools.partial(compose, **attn_layer)
     if isinstance(attn_layer, str):
         if attn_layer.lower() in ("none", "baseline", ""):
             return None
@@ -44,15 +53,17 @@ class BasicBlock(nn.Module):
         in_channels: input channels.
         out_channels: output channels (the attention module is built for these).
         stride: stride of the first conv (and of the 1×1 projection shortcut when shapes change).
+        dilation: dilation (and padding) of both 3×3 convs (the segmentation encoder's last stage). Default: 1.
         attn_layer: attention class, factory or registry name, built as ``attn_layer(out_channels)``;
             ``None`` for a plain block.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, attn_layer: AttnSpec = None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, dilation: int = 1,
+                 attn_layer: AttnSpec = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         factory = resolve_attn(attn_layer)
         self.attn = nn.Identity() if factory is None else factory(out_channels)

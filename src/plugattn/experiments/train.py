@@ -22,19 +22,26 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
 from .data import ImageData, augment, load_dataset, normalize
 from .models import resnet
+from .segmodels import BACKBONES, build_seg_model
 
-__all__ = ["Recipe", "train_run", "evaluate", "build_model", "load_checkpoint", "dist_env", "main"]
+if TYPE_CHECKING:
+    from .segdata import SegData
+
+__all__ = ["Recipe", "SegRecipe", "train_run", "evaluate", "evaluate_segmentation", "segmentation_metrics",
+           "build_model", "module_name", "load_checkpoint", "dist_env", "main"]
 
 CKPT_VERSION = 1
 
@@ -70,6 +77,35 @@ class Recipe:
         if not self.lr > 0:
             raise ValueError(f"Recipe: lr must be > 0, got {self.lr!r}")
 
+    @property
+    def task(self) -> str:
+        """``"classification"``; :class:`SegRecipe` says ``"segmentation"``."""
+        return "classification"
+
+
+@dataclass
+class SegRecipe(Recipe):
+    """A segmentation run: the encoder at output stride 8 + head of :mod:`plugattn.experiments.segmodels`.
+
+    Defaults: SGD Nesterov 0.9, batch 16, peak lr 0.05 after a linear warm-up, cosine decay, weight decay 1e-4,
+    cross-entropy ignoring the data's ignore label; the small encoder (widths 16-32-64-128, one block per stage)
+    unless ``backbone`` names a torchvision ResNet. Augmentation is the data set's own (fresh scenes each epoch,
+    or random scale / crop / flip).
+    """
+
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 0.05
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    backbone: str = "small"
+
+    @property
+    def task(self) -> str:
+        """``"segmentation"``."""
+        return "segmentation"
+
 
 def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside it."""
@@ -86,11 +122,27 @@ def _init_dist(device: torch.device) -> bool:
     return True
 
 
-def build_model(module: str | None, data_meta: dict[str, Any], recipe: Recipe) -> nn.Module:
-    """The backbone for ``module`` (None/"baseline": no attention) sized for the data set."""
-    return resnet(None if module in (None, "baseline") else module, num_classes=len(data_meta["classes"]),
-                  in_channels=int(data_meta["shape"][0]), widths=recipe.widths, depth=recipe.depth,
-                  stem_stride=recipe.stem_stride)
+def module_name(module: str | dict | None) -> str:
+    """The name a run goes by: the registry name, ``"baseline"``, or a compose spec as ``key=value`` pairs."""
+    if module is None:
+        return "baseline"
+    if isinstance(module, dict):
+        return "compose(" + ", ".join(f"{k}={v!r}" for k, v in sorted(module.items())) + ")"
+    return module
+
+
+def build_model(module: str | dict | None, data_meta: dict[str, Any], recipe: Recipe) -> nn.Module:
+    """The network for ``module`` (None/"baseline": no attention; a dict: a compose spec) sized for the data set.
+
+    A :class:`SegRecipe` builds the segmentation network of :func:`~plugattn.experiments.segmodels.build_seg_model`,
+    a :class:`Recipe` the classification ResNet.
+    """
+    attn = None if module in (None, "baseline") else module
+    if isinstance(recipe, SegRecipe):
+        return build_seg_model(attn, len(data_meta["classes"]), int(data_meta["in_channels"]),
+                               backbone=recipe.backbone, widths=recipe.widths, depth=recipe.depth)
+    return resnet(attn, num_classes=len(data_meta["classes"]), in_channels=int(data_meta["shape"][0]),
+                  widths=recipe.widths, depth=recipe.depth, stem_stride=recipe.stem_stride)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -131,6 +183,62 @@ def evaluate(model: nn.Module, data: ImageData, device: torch.device, batch_size
     return float(correct) / n, float(loss) / n
 
 
+def segmentation_metrics(confusion: Tensor, class_names: list[str] | tuple[str, ...] | None = None,
+                         background: int | None = 0) -> dict[str, Any]:
+    """Mean IoU, object-class mean IoU, pixel accuracy and per-class IoU from one confusion matrix.
+
+    ``confusion[i, j]`` counts pixels of true class i predicted as j (ignored pixels excluded). A class that is
+    neither present nor predicted has no IoU (``None``) and is left out of the means. ``miou`` averages every
+    class, background included; ``miou_fg`` every class but ``background`` (None: same as ``miou``).
+    """
+    cm = confusion.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+    valid = ~iou.isnan()
+    fg = valid.clone()
+    if background is not None:
+        fg[background] = False
+    total = cm.sum()
+    return {
+        "miou": float(iou[valid].mean()) if valid.any() else float("nan"),
+        "miou_fg": float(iou[fg].mean()) if fg.any() else float("nan"),
+        "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
+        "iou": [None if math.isnan(v) else v for v in iou.tolist()],
+        "classes": list(class_names) if class_names is not None else None,
+    }
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: nn.Module, data: SegData, device: torch.device, batch_size: int = 50
+                          ) -> dict[str, Any]:
+    """Metrics over the whole test set from one confusion matrix (:func:`segmentation_metrics`) and the mean loss.
+
+    Under DDP each rank takes a shard of the test images and the confusion matrices and losses are summed.
+    """
+    rank, world, _ = dist_env() if dist.is_initialized() else (0, 1, 0)
+    model.eval()
+    k = data.num_classes
+    cm = torch.zeros(k * k, dtype=torch.float64, device=device)
+    loss = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, counted pixels
+    for x, y in data.test_batches(batch_size, rank, world):
+        x = normalize(x, data.mean, data.std).to(device)
+        y = y.to(device)
+        out = model(x)
+        keep = y != data.ignore_index
+        loss[0] += F.cross_entropy(out, y, ignore_index=data.ignore_index, reduction="sum").double()
+        loss[1] += keep.sum()
+        idx = y[keep] * k + out.argmax(1)[keep]
+        cm += torch.bincount(idx, minlength=k * k).double()
+    if world > 1:
+        dist.all_reduce(cm)
+        dist.all_reduce(loss)
+    metrics = segmentation_metrics(cm.view(k, k).cpu(), data.class_names,
+                                   background=0 if data.class_names[0].lower() == "background" else None)
+    metrics["loss"] = float(loss[0] / loss[1].clamp_min(1))
+    return metrics
+
+
 def same_config(a: Any, b: Any, rel: float = 1e-9) -> bool:
     """Equal plain configs, floats to ``rel`` (data statistics may differ in the last bits across machines)."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -155,32 +263,46 @@ def _save(obj: dict, path: Path) -> None:
 
 
 def train_run(
-    module: str | None,
+    module: str | dict | None,
     seed: int,
-    data: ImageData,
+    data: ImageData | SegData,
     recipe: Recipe | None = None,
     *,
     out_dir: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
     desc: str | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``module`` in the backbone with ``seed``; return plain results (accuracy, loss, times, history).
+    """Train ``module`` in the network with ``seed``; return plain results (test metrics, loss, times, history).
+
+    ``module`` is a registry name, ``None``/``"baseline"``, a compose spec (dict of :func:`plugattn.compose`
+    keywords) or, for segmentation, a head or network name (see :func:`build_model`). A :class:`SegRecipe` with
+    :class:`~plugattn.experiments.segdata.SegData` trains a segmentation network (a fresh training set per epoch
+    from ``data.train_epoch``; results ``test_miou``, ``test_miou_fg``, ``test_pixel_acc``, ``test_iou``); a
+    :class:`Recipe` with :class:`ImageData` a classifier (``test_acc``).
 
     With ``out_dir``, writes ``last.pt`` after every epoch (model, optimizer, epoch, history) and, when done,
     ``final.pt`` (model weights + metadata) and ``result.json``; an existing ``result.json`` means the run is
     finished and its result is returned without training; an existing ``last.pt`` resumes the run.
+    ``on_epoch(epoch, model)`` is called after every epoch (1-based; e.g. to evaluate on a validation set and
+    stop a weak run by raising).
     """
-    recipe = recipe or Recipe()
+    recipe = recipe or (SegRecipe() if hasattr(data, "train_epoch") else Recipe())
+    seg = isinstance(recipe, SegRecipe)
+    if seg != hasattr(data, "train_epoch"):
+        raise TypeError(f"train_run: a {type(recipe).__name__} cannot train on {type(data).__name__} "
+                        "(SegRecipe goes with segmentation data, Recipe with classification data)")
     device = torch.device(device)
     distributed = _init_dist(device)
     rank, world, _ = dist_env() if distributed else (0, 1, 0)
     if recipe.batch_size % world:
         raise ValueError(f"train_run: batch_size {recipe.batch_size} must be divisible by the world size {world}")
-    name = module or "baseline"
+    name = module_name(module)
     out = Path(out_dir) if out_dir is not None else None
     meta: dict[str, Any] = {
-        "module": name, "seed": int(seed), "recipe": asdict(recipe), "data": data.describe(), "world_size": world,
+        "module": name, "spec": module if isinstance(module, dict) else None, "seed": int(seed), "task": recipe.task,
+        "recipe": asdict(recipe), "data": data.describe(), "world_size": world,
         "threads": torch.get_num_threads(), "device": device.type, "torch": str(torch.__version__),
         "version": CKPT_VERSION,
     }
@@ -191,10 +313,10 @@ def train_run(
     model = build_model(module, meta["data"], recipe).to(device)
     opt = torch.optim.SGD(_param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
                           nesterov=recipe.momentum > 0)
-    n = data.train_x.shape[0]
+    n = data.num_train if seg else data.train_x.shape[0]  # type: ignore[union-attr]
     steps_per_epoch = n // recipe.batch_size  # drop the last partial batch
     if steps_per_epoch < 1:
-        raise ValueError(f"train_run: {n} training images is fewer than one batch of {recipe.batch_size}")
+        raise ValueError(f"train_run: {n} training samples is fewer than one batch of {recipe.batch_size}")
     total = steps_per_epoch * recipe.epochs
     warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)), total // 4)  # short runs: a quarter at most
     start_epoch, history, train_time = 0, [], 0.0
@@ -208,7 +330,6 @@ def train_run(
     if distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                                   gradient_as_bucket_view=True)
-    pad = 4 if data.train_x.shape[-1] >= 32 else 2
     local = slice(rank, None, world)
     show = progress and rank == 0
     if show:
@@ -216,9 +337,15 @@ def train_run(
             from tqdm.auto import tqdm
         except ImportError:  # progress bars need the `train` extra; train without them
             show = False
+    ignore = getattr(data, "ignore_index", -100)
     for epoch in range(start_epoch, recipe.epochs):
         net.train()
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+        torch.manual_seed(int(seed) * 1_000_003 + epoch)  # dropout's draws: the same whether resumed or not
+        if seg:
+            train_x, train_y = data.train_epoch(epoch, seed)  # type: ignore[union-attr]
+        else:
+            train_x, train_y = data.train_x, data.train_y  # type: ignore[union-attr]
         perm = torch.randperm(n, generator=g)
         t0 = time.perf_counter()
         seen, correct, loss_sum = 0, 0, 0.0
@@ -229,23 +356,25 @@ def train_run(
             bar.set_description(f"{desc or name + ' seed ' + str(seed)} ep {epoch + 1}/{recipe.epochs}")
         for i in bar:
             b = perm[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-            xb = data.train_x[b]
-            if recipe.augment:
-                xb = augment(xb, pad, g)  # drawn for the global batch: identical on every rank
-            xb, yb = normalize(xb[local], data.mean, data.std).to(device), data.train_y[b][local].to(device)
+            xb = train_x[b]
+            if recipe.augment and not seg:
+                xb = augment(xb, 4 if xb.shape[-1] >= 32 else 2, g)  # drawn for the global batch: same on every rank
+            xb, yb = normalize(xb[local], data.mean, data.std).to(device), train_y[b][local].to(device)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, recipe.lr)
             logits = net(xb)
-            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing)
+            loss = F.cross_entropy(logits, yb, label_smoothing=recipe.label_smoothing, ignore_index=ignore)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             with torch.no_grad():
-                seen += yb.numel()
-                correct += int((logits.argmax(1) == yb).sum())
-                loss_sum += float(loss) * yb.numel()
+                keep = yb != ignore
+                counted = int(keep.sum())
+                seen += counted
+                correct += int(((logits.argmax(1) == yb) & keep).sum())
+                loss_sum += float(loss) * counted
             if show and (i % 10 == 0 or i == steps_per_epoch - 1):
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
         if show:
             bar.close()
         train_time += time.perf_counter() - t0
@@ -259,8 +388,16 @@ def train_run(
             out.mkdir(parents=True, exist_ok=True)
             _save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": history,
                    "train_time": train_time, "meta": meta}, out / "last.pt")
-    test_acc, test_loss = evaluate(model, data, device)
-    result = {**meta, "test_acc": test_acc, "test_loss": test_loss, "train_time": train_time, "history": history,
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+    if seg:
+        m = evaluate_segmentation(model, data, device)  # type: ignore[arg-type]
+        scores = {"test_miou": m["miou"], "test_miou_fg": m["miou_fg"], "test_pixel_acc": m["pixel_acc"],
+                  "test_iou": m["iou"], "test_loss": m["loss"]}
+    else:
+        test_acc, test_loss = evaluate(model, data, device)  # type: ignore[arg-type]
+        scores = {"test_acc": test_acc, "test_loss": test_loss}
+    result = {**meta, **scores, "train_time": train_time, "history": history,
               "final_train_acc": history[-1]["train_acc"] if history else None}
     if out is not None and rank == 0:
         meta = {k: v for k, v in result.items() if k != "history"}
@@ -272,29 +409,53 @@ def train_run(
     return result
 
 
+SEG_DATASET_NAMES = ("fmnist-scenes", "fmnist-scenes-context", "voc", "segfolder")
+CLS_DATASET_NAMES = ("fmnist-mini", "fashion-mnist", "cifar10", "imagefolder")
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Data options shared by ``compare`` and ``train``."""
-    p.add_argument("--dataset", default="fmnist-mini",
-                   choices=["fmnist-mini", "fashion-mnist", "cifar10", "imagefolder"],
-                   help="fmnist-mini (embedded, default), fashion-mnist (IDX folder), cifar10, imagefolder")
+    p.add_argument("--task", choices=["classification", "segmentation"], default="classification",
+                   help="classification (a ResNet classifier) or segmentation (an output-stride-8 encoder + head)")
+    p.add_argument("--dataset", default=None, choices=[*CLS_DATASET_NAMES, *SEG_DATASET_NAMES],
+                   help="classification: fmnist-mini (embedded; the default), fashion-mnist (IDX folder), cifar10, "
+                        "imagefolder; segmentation: fmnist-scenes (the default), fmnist-scenes-context (both generated "
+                        "from Fashion-MNIST, no download), voc (Pascal VOC layout), segfolder (images/ + masks/)")
     p.add_argument("--data-dir", default=None, help="folder with the data (default: the standard place per dataset)")
-    p.add_argument("--download", action="store_true", help="download missing data from the official address")
+    p.add_argument("--download", action="store_true", help="classification: download missing data from the "
+                                                           "official address")
     p.add_argument("--train-per-class", type=int, default=None, help="class-balanced training subset (default: all)")
     p.add_argument("--test-per-class", type=int, default=None, help="class-balanced test subset (default: all)")
-    p.add_argument("--image-size", type=int, default=32, help="imagefolder: resize to this side (default 32)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="imagefolder: resize to this side (default 32); scenes: canvas side (default 96); voc / "
+                        "segfolder: training crop side (default 320)")
+    p.add_argument("--num-train", type=int, default=None,
+                   help="segmentation scenes: training scenes generated per epoch (default 4000)")
+    p.add_argument("--num-test", type=int, default=None, help="segmentation scenes: test scenes (default 1000)")
 
 
-def add_recipe_arguments(p: argparse.ArgumentParser, defaults: Recipe | None = None) -> None:
-    """Recipe options shared by ``compare`` and ``train``."""
-    d = defaults or Recipe()
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"global batch size (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
-    p.add_argument("--widths", type=int, nargs="+", default=d.widths, help="stage widths (default 16 32 64)")
-    p.add_argument("--depth", type=int, default=d.depth, help=f"blocks per stage (default {d.depth})")
-    p.add_argument("--stem-stride", type=int, default=d.stem_stride, help="stride of the stem conv")
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+_RECIPE_ARGS = ("epochs", "batch_size", "lr", "weight_decay", "widths", "depth", "stem_stride", "backbone")
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """Recipe options shared by ``compare`` and ``train``; unset ones take the task's recipe default."""
+    r, s = Recipe(), SegRecipe()
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs (default {r.epochs}; segmentation {s.epochs})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"global batch size (default {r.batch_size}; segmentation {s.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {r.lr}; segmentation {s.lr})")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"weight decay (default {r.weight_decay}; segmentation {s.weight_decay})")
+    p.add_argument("--widths", type=int, nargs="+", default=None,
+                   help="stage widths (default 16 32 64; segmentation's small encoder 16 32 64 128)")
+    p.add_argument("--depth", type=int, default=None, help=f"blocks per stage (default {r.depth})")
+    p.add_argument("--stem-stride", type=int, default=None, help=f"classification: stride of the stem conv "
+                                                                 f"(default {r.stem_stride})")
+    p.add_argument("--backbone", default=None, choices=list(BACKBONES),
+                   help="segmentation encoder: small (default) or a torchvision ResNet at output stride 8 (random "
+                        "init; the attention goes into every residual block with plugattn.insert)")
+    p.add_argument("--no-augment", action="store_true", help="classification: no random crop / flip")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu; under torchrun cuda uses LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads per process (default 1: fastest for this small network on a shared CPU, "
@@ -302,14 +463,43 @@ def add_recipe_arguments(p: argparse.ArgumentParser, defaults: Recipe | None = N
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _task(args: argparse.Namespace) -> str:
+    if args.dataset is None:
+        return args.task
+    task = "segmentation" if args.dataset in SEG_DATASET_NAMES else "classification"
+    if args.task != task and args.task == "segmentation":
+        raise ValueError(f"--dataset {args.dataset} is a classification data set; --task segmentation takes "
+                         f"{', '.join(SEG_DATASET_NAMES)}")
+    return task
+
+
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                  widths=list(args.widths), depth=args.depth, stem_stride=args.stem_stride, augment=not args.no_augment)
+    """The task's recipe (:class:`Recipe` or :class:`SegRecipe`) with the options given on the command line."""
+    seg = _task(args) == "segmentation"
+    given = {k: getattr(args, k) for k in _RECIPE_ARGS if getattr(args, k, None) is not None}
+    if not seg and "backbone" in given:
+        raise ValueError("--backbone applies to --task segmentation (classification uses the small ResNet)")
+    if seg and "stem_stride" in given:
+        raise ValueError("--stem-stride applies to classification")
+    if "widths" in given:
+        given["widths"] = list(given["widths"])
+    if seg:
+        return SegRecipe(**given)
+    return Recipe(**given, augment=not args.no_augment)
 
 
-def data_from_args(args: argparse.Namespace) -> ImageData:
-    return load_dataset(args.dataset, args.data_dir, download=args.download, train_per_class=args.train_per_class,
-                        test_per_class=args.test_per_class, image_size=args.image_size)
+def data_from_args(args: argparse.Namespace) -> ImageData | SegData:
+    """The data set named by the options (classification or segmentation)."""
+    if _task(args) == "segmentation":
+        from .segdata import load_segmentation
+
+        kw = {k: getattr(args, k) for k in ("num_train", "num_test") if getattr(args, k) is not None}
+        if args.image_size is not None:
+            kw["size" if (args.dataset or "fmnist-scenes").startswith("fmnist") else "crop_size"] = args.image_size
+        return load_segmentation(args.dataset or "fmnist-scenes", args.data_dir, **kw)
+    return load_dataset(args.dataset or "fmnist-mini", args.data_dir, download=args.download,
+                        train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                        image_size=args.image_size or 32)
 
 
 def device_from_args(args: argparse.Namespace) -> torch.device:
@@ -336,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     res = train_run(None if args.module == "baseline" else args.module, args.seed, data_from_args(args),
                     recipe_from_args(args), out_dir=args.out, device=device, progress=not args.no_progress)
     if dist_env()[0] == 0:
-        print(json.dumps({k: res[k] for k in ("module", "seed", "world_size", "test_acc", "test_loss", "train_time")}))
+        keys = ("module", "seed", "world_size", "test_miou", "test_miou_fg", "test_pixel_acc", "test_acc", "test_loss",
+                "train_time")
+        print(json.dumps({k: res[k] for k in keys if k in res}))
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
