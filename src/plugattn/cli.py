@@ -16,6 +16,7 @@ COMMANDS = {
     "bench": "plugattn.analysis.bench",
     "export": "plugattn.export",
     "compare": "plugattn.experiments.compare",
+    "search": "plugattn.experiments.search",
     "viz": "plugattn.experiments.viz",
     "convert": "plugattn.models.convert",
 }

@@ -57,7 +57,7 @@ HELP = ("train a small network with each attention module on real data (classifi
 
 DEFAULT_MODULES = ("se", "eca", "cbam")  # the quick default (with the baseline): a few minutes on 2 CPU cores
 SEED_MODULES = ("se", "eca", "sk", "cbam", "coord", "triplet", "danet", "sea_attention")  # --modules all
-SEG_DEFAULT_MODULES = ("se", "cbam", "danet_head")  # the quick segmentation default (with the baseline)
+SEG_DEFAULT_MODULES = ("se", "danet_head")  # the quick segmentation default (with the baseline)
 SEG_MODULES = ("se", "eca", "cbam", "coord", "triplet", "gc", "danet_head", "seaformer_seg_t")  # segmentation 'all'
 
 
@@ -379,7 +379,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"also takes the heads danet_head, light_head and the network seaformer_seg_t; the "
                              f"baseline is always included (default: {' '.join(DEFAULT_MODULES)}; segmentation: "
                              f"{' '.join(SEG_DEFAULT_MODULES)})")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds 0..N-1 (default 3; segmentation 2, the quick default)")
     parser.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
     parser.add_argument("--out", "-o", default="runs/compare", help="output folder (default runs/compare)")
     parser.add_argument("--no-baseline", action="store_true",
@@ -393,7 +394,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the comparison and print the table."""
     device = device_from_args(args)
     data = data_from_args(args)
-    summary = compare(args.modules, seeds=args.seed_list or args.seeds, recipe=recipe_from_args(args), data=data,
+    recipe = recipe_from_args(args)
+    seeds = args.seed_list or args.seeds or (2 if recipe.task == "segmentation" else 3)
+    summary = compare(args.modules, seeds=seeds, recipe=recipe, data=data,
                       out=args.out, device=device, progress=not args.no_progress,
                       baseline=not args.no_baseline)
     if dist_env()[0] == 0:

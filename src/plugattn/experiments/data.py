@@ -141,7 +141,8 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _fmnist_arrays(folder: Path) -> dict[str, np.ndarray]:
+def fmnist_arrays(folder: Path) -> dict[str, np.ndarray]:
+    """The four Fashion-MNIST IDX arrays of ``folder`` (train/test images and labels); a clear error if missing."""
     paths = {k: _find_idx(folder, stem) for k, stem in FMNIST_FILES.items()}
     missing = [FMNIST_FILES[k] + ".gz" for k, p in paths.items() if p is None]
     if missing:
@@ -264,7 +265,8 @@ def _load_imagefolder(root: Path, image_size: int) -> tuple[np.ndarray, np.ndarr
     return xtr, ytr, xte, yte, classes
 
 
-def _embedded_path() -> Path:
+def embedded_path() -> Path:
+    """Where the embedded Fashion-MNIST subset (shipped in the package) lies."""
     return Path(str(resources.files("plugattn") / "data" / EMBEDDED))
 
 
@@ -295,7 +297,7 @@ def load_dataset(
     if np is None:
         raise ImportError("plugattn's experiments need numpy and tqdm: pip install 'plugattn[train]'")
     if name == "fmnist-mini":
-        path = Path(data_dir) / EMBEDDED if data_dir is not None else _embedded_path()
+        path = Path(data_dir) / EMBEDDED if data_dir is not None else embedded_path()
         if not path.is_file():
             raise DataNotFoundError(f"{path} is missing; rebuild it with `python -m plugattn.experiments.data`")
         d = np.load(path)
@@ -305,7 +307,7 @@ def load_dataset(
         folder = Path(data_dir) if data_dir is not None else Path(FMNIST_DEFAULT_DIR)
         if download:
             _download_fmnist(folder)
-        a = _fmnist_arrays(folder)
+        a = fmnist_arrays(folder)
         xtr, ytr, xte, yte = a["train_images"], a["train_labels"], a["test_images"], a["test_labels"]
         classes, source = list(FMNIST_CLASSES), f"{folder} (IDX)"
     elif name == "cifar10":
@@ -370,7 +372,7 @@ def build_embedded_subset(src_dir: str | os.PathLike = FMNIST_DEFAULT_DIR, out: 
     with ``np.savez_compressed`` (keys train_images, train_labels, test_images, test_labels, classes and the
     source indices train_index, test_index into the original files).
     """
-    a = _fmnist_arrays(Path(src_dir))
+    a = fmnist_arrays(Path(src_dir))
     tr = balanced_subset(a["train_labels"], per_class[0], seed)
     te = balanced_subset(a["test_labels"], per_class[1], seed)
     out = Path(out) if out is not None else Path(__file__).resolve().parents[1] / "data" / EMBEDDED

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .data import EMBEDDED, FMNIST_CLASSES, FMNIST_DEFAULT_DIR, DataNotFoundError, _embedded_path, _fmnist_arrays
+from .data import EMBEDDED, FMNIST_CLASSES, FMNIST_DEFAULT_DIR, DataNotFoundError, embedded_path, fmnist_arrays
 
 if TYPE_CHECKING:
     import numpy as np
@@ -281,7 +281,7 @@ def _compose(img: np.ndarray, lab: np.ndarray, items: list[_Item], cls: list[int
 def _fmnist_pool(data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(train images, train labels, test images, test labels, source) of the Fashion-MNIST items."""
     if data_dir is None or str(data_dir) == "embedded":
-        path = _embedded_path()
+        path = embedded_path()
         if not path.is_file():
             raise DataNotFoundError(f"{path} is missing; rebuild it with `python -m plugattn.experiments.data`")
         d = np.load(path)
@@ -296,7 +296,7 @@ def _fmnist_pool(data_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.nda
             f"fmnist-scenes: {p} does not exist or is not a folder. Pass data_dir=None for the embedded subset, or "
             f"a folder with the four Fashion-MNIST IDX files (e.g. {FMNIST_DEFAULT_DIR}: "
             f"`apt-get install dataset-fashion-mnist`)")
-    a = _fmnist_arrays(p)
+    a = fmnist_arrays(p)
     return a["train_images"], a["train_labels"], a["test_images"], a["test_labels"], f"{p} (Fashion-MNIST IDX)"
 
 
@@ -630,7 +630,7 @@ def load_segmentation(
             Fashion-MNIST IDX files (e.g. ``/usr/share/datasets/fashion-mnist``) for the full set, or an ``.npz``
             laid out like the embedded one; ``voc``: the VOC root or a folder above it; ``segfolder``: the folder.
         size: canvas side of the scenes (not used by ``voc`` / ``segfolder``).
-        num_train: training samples per epoch (scenes: default 4000; files: the first ``num_train`` of the list,
+        num_train: training samples per epoch (scenes: default 1000; files: the first ``num_train`` of the list,
             default all).
         num_test: test samples (scenes: default 1000; files: the first ``num_test`` validation images, default all).
         seed: seed of the fixed test scenes and of the scene statistics (not of training epochs, which take theirs
@@ -655,7 +655,7 @@ def load_segmentation(
         xtr, ytr, xte, yte, source = _fmnist_pool(data_dir)
         context = name == "fmnist-scenes-context"
         crop = crop_size or size
-        d = SceneData(name, source, ("background", *FMNIST_CLASSES), (), (), 1, num_train or 4000, (crop, crop),
+        d = SceneData(name, source, ("background", *FMNIST_CLASSES), (), (), 1, num_train or 1000, (crop, crop),
                       size=size, seed=seed, context=context, test_count=num_test or 1000,
                       pools=(xtr, ytr, xte, yte))
         sample, _ = make_scenes(xtr, ytr, 256, size=size, seed=(seed, _STATS_TAG), context=context, **SCENE_RULES)

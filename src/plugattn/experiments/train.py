@@ -93,7 +93,7 @@ class SegRecipe(Recipe):
     or random scale / crop / flip).
     """
 
-    epochs: int = 12
+    epochs: int = 4
     batch_size: int = 16
     lr: float = 0.05
     weight_decay: float = 1e-4
@@ -430,7 +430,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="imagefolder: resize to this side (default 32); scenes: canvas side (default 96); voc / "
                         "segfolder: training crop side (default 320)")
     p.add_argument("--num-train", type=int, default=None,
-                   help="segmentation scenes: training scenes generated per epoch (default 4000)")
+                   help="segmentation scenes: training scenes generated per epoch (default 1000)")
     p.add_argument("--num-test", type=int, default=None, help="segmentation scenes: test scenes (default 1000)")
 
 

@@ -1,0 +1,142 @@
+"""``plugattn search`` and its space: every point builds and runs, the split never touches the test set, the study
+resumes, the budget rejects before training, the outputs hold the exact compose call."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import plugattn
+from plugattn.space import preset
+from plugattn.space import search_space as S
+
+optuna = pytest.importorskip("optuna")
+
+from plugattn.cli import main  # noqa: E402
+from plugattn.experiments.data import load_dataset  # noqa: E402
+from plugattn.experiments.search import pareto_front, parse_limit, search, validation_split  # noqa: E402
+from plugattn.experiments.train import Recipe  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("channels", [(16, 32, 64), (8, 24)])
+def test_every_point_builds_and_runs(channels):
+    points = S.all_points(channels)
+    assert len({S.point_key(p) for p in points}) == len(points)  # no point listed twice
+    assert ("dct" in {p["squeeze"] for p in points}) == all(c % 16 == 0 for c in channels)
+    g = torch.Generator().manual_seed(0)
+    for p in points:
+        spec = S.to_spec(p, channels)
+        assert eval(S.compose_call(spec, 8).replace("plugattn.compose(8,", "dict("), {}) == spec  # exact call
+        for c in channels[:2]:
+            x = torch.randn(2, c, 9, 7, generator=g)
+            y = plugattn.compose(c, **spec)(x)
+            assert y.shape == x.shape and torch.isfinite(y).all(), spec
+
+
+def test_sampler_produces_points_only():
+    valid = {S.point_key(p) for p in S.all_points((8, 24))}
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    seen = []
+    study.optimize(lambda t: (seen.append(S.suggest(t, (8, 24))), len(seen) % 3)[1], n_trials=25)
+    assert all(S.point_key(p) in valid for p in seen)
+
+
+@pytest.mark.parametrize("name", S.EXACT_PRESETS)
+def test_exact_preset_points_equal_their_preset(name):
+    ref = preset(name, 32) if name in plugattn.space.PRESETS else plugattn.create(name, 32)
+    m = plugattn.compose(32, **S.to_spec(S.PRESET_POINTS[name][0]))
+    m.load_state_dict(ref.state_dict())  # strict: the same parameters
+    x = torch.randn(2, 32, 9, 7)
+    torch.testing.assert_close(m.eval()(x), ref.eval()(x))
+
+
+def test_to_spec_rejects_non_points():
+    p = dict(S.PRESET_POINTS["se"][0])
+    with pytest.raises(ValueError, match="reduction"):
+        S.to_spec({**p, "reduction": 3})
+    with pytest.raises(ValueError, match="do not apply"):
+        S.to_spec({**p, "kernel_2d": 3})
+    with pytest.raises(ValueError, match="squeeze"):
+        S.to_spec({**S.PRESET_POINTS["fca"][0]}, channels=(8,))  # dct needs C % 16 == 0
+
+
+def test_parse_limit_and_front():
+    assert parse_limit("10%", 500, "m") == 50 and parse_limit("2M", 1, "m") == 2e6 and parse_limit(None, 1, "m") is None
+    with pytest.raises(ValueError, match="max_latency"):
+        parse_limit("3", 1.0, "max_latency", relative_only=True)
+    pts = [(3, 0.5), (1, 0.4), (2, 0.4), (1, 0.3), (5, 0.6), (4, 0.55)]
+    brute = [i for i, (c, s) in enumerate(pts) if not any(
+        c2 <= c and s2 >= s and (c2, s2) != (c, s) for c2, s2 in pts)]
+    assert sorted(pareto_front(pts)) == brute
+
+
+def test_validation_split_is_class_balanced_and_from_train():
+    d = load_dataset(train_per_class=40, test_per_class=10)
+    s, _ = validation_split(d, val_per_class=10, train_per_class=20)
+    assert torch.bincount(s.test_y).tolist() == [10] * 10 and torch.bincount(s.train_y).tolist() == [20] * 10
+    rows = {bytes(x.numpy()) for x in d.train_x}
+    assert all(bytes(x.numpy()) in rows for x in s.test_x)  # validation images are training images
+    assert not {bytes(x.numpy()) for x in s.test_x} & {bytes(x.numpy()) for x in s.train_x}  # disjoint
+    with pytest.raises(ValueError, match="val_per_class"):
+        validation_split(d, val_per_class=40)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_dataset(train_per_class=30, test_per_class=8)
+
+
+KW = dict(epochs=1, val_per_class=6, train_per_class=None, presets=["se", "eca", "coord"], retrain=0, log=False)
+
+
+def test_resume_continues_the_study(tmp_path, tiny):
+    r = Recipe(epochs=1, batch_size=32)
+    search(data=tiny, recipe=r, out=tmp_path, trials=2, **KW)
+    first = {t["number"]: t for t in json.loads((tmp_path / "trials.json").read_text()) if t["state"] != "WAITING"}
+    assert len(first) == 2 and {t["preset"] for t in first.values()} == {"se", "eca"}
+    search(data=tiny, recipe=r, out=tmp_path, trials=4, **KW)
+    rows = json.loads((tmp_path / "trials.json").read_text())
+    assert [t["number"] for t in rows] == [0, 1, 2, 3] and "WAITING" not in {t["state"] for t in rows}
+    for n in (0, 1):  # the first two are kept, not re-run
+        assert rows[n]["duration_s"] == first[n]["duration_s"] and rows[n]["value"] == first[n]["value"]
+    assert rows[2]["preset"] == "coord"
+    with open(tmp_path / "trials.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and all(row["compose"].startswith("plugattn.compose(channels, ") for row in table)
+    with pytest.raises(ValueError, match="another"):  # another recipe in the same folder
+        search(data=tiny, recipe=Recipe(epochs=1, batch_size=16), out=tmp_path, trials=4, **KW)
+
+
+def test_budget_rejects_before_training(tmp_path, tiny):
+    s = search(data=tiny, recipe=Recipe(epochs=1, batch_size=32), out=tmp_path, trials=1,
+               budget={"max_params": 100}, **{**KW, "presets": ["se", "eca"]})
+    rows = s["trials"]
+    se, eca = rows[0], rows[1]
+    assert se["preset"] == "se" and se["note"].startswith("over budget") and se["epochs"] == 0
+    assert se["extra_params"] > 100 and eca["extra_params"] <= 100 and eca["state"] == "COMPLETE"
+    assert len(rows) == 2  # the rejected point did not use up the one trial
+
+
+def test_cli_search_with_retrain(tmp_path, capsys):
+    argv = ["search", "--out", str(tmp_path), "--trials", "2", "--search-epochs", "1", "--presets", "se", "eca",
+            "--val-per-class", "6", "--search-train-per-class", "0", "--train-per-class", "30", "--test-per-class",
+            "8", "--epochs", "1", "--batch-size", "32", "--retrain", "1", "--seeds", "2", "--no-progress"]
+    assert main(argv) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "| baseline |" in md and "plugattn.compose(channels" in md
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["seeds"] for r in res["rows"]] == [[0, 1], [0, 1]]
+    assert (tmp_path / "pareto.md").is_file()
+    assert main(["search", "--out", str(tmp_path), "--max-latency", "3"]) == 2  # relative only
+    assert "max_latency" in capsys.readouterr().err
