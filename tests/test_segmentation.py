@@ -197,3 +197,18 @@ def test_model_outputs_are_plain_modules():
     x = torch.randn(1, 1, 48, 40)
     torch.testing.assert_close(gm(x), net(x))
     assert isinstance(gm, nn.Module)
+
+
+def test_viz_draws_predictions_and_attention_over_scenes(scenes, tmp_path):
+    pytest.importorskip("matplotlib")
+    from plugattn.cli import main
+
+    out = tmp_path / "cmp"
+    cmp.compare(["cbam", "danet_head"], seeds=1, recipe=seg_recipe(), data=scenes, out=out, progress=False)
+    assert main(["viz", str(out), "--gallery", str(tmp_path / "gallery.md")]) == 0
+    figs = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"fmnist-scenes_predictions.png", "fmnist-scenes_cbam_spatial.png", "fmnist-scenes_danet_head_pam.png",
+            "fmnist-scenes_danet_head_spatial.png"} <= figs
+    assert "fmnist-scenes_cbam_channels.png" not in figs  # per-class averages are for classification
+    text = (tmp_path / "gallery.md").read_text()
+    assert "test mIoU" in text and "predictions" in text

@@ -690,13 +690,16 @@ def load_segmentation(
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def _colour_labels(lab: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) labels 0..10 → float RGB: background black, classes in matplotlib's tab10 colours."""
+def colour_labels(lab: np.ndarray, num_classes: int = 11, ignore_index: int = 255) -> np.ndarray:
+    """Integer (H, W) labels → float RGB: background (0) black, classes in tab10/tab20 colours, ignore white."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    table = np.array([(0.0, 0.0, 0.0)] + [cmap(i)[:3] for i in range(10)])
-    return table[lab]
+    cmap = matplotlib.colormaps["tab10" if num_classes <= 11 else "tab20"]
+    table = np.array([(0.0, 0.0, 0.0)] + [cmap(i % cmap.N)[:3] for i in range(max(num_classes - 1, 1))])
+    lab = np.asarray(lab)
+    out = table[np.clip(lab, 0, len(table) - 1)]
+    out[lab == ignore_index] = 1.0
+    return out
 
 
 def scene_figure(path: str | os.PathLike, *, context: bool = False, n: int = 8, seed: int = 0) -> Path:
@@ -712,7 +715,7 @@ def scene_figure(path: str | os.PathLike, *, context: bool = False, n: int = 8, 
     fig, axes = plt.subplots(2, n, figsize=(1.5 * n, 4.1))
     for i in range(n):
         axes[0, i].imshow(img[i], cmap="gray", vmin=0, vmax=255)
-        axes[1, i].imshow(_colour_labels(lab[i]), interpolation="nearest")
+        axes[1, i].imshow(colour_labels(lab[i]), interpolation="nearest")
         if context:
             axes[0, i].set_title(list(SCENE_GROUPS)[lay.group[i]], fontsize=9)
         for ax in axes[:, i]:
@@ -720,7 +723,7 @@ def scene_figure(path: str | os.PathLike, *, context: bool = False, n: int = 8, 
             ax.set_yticks([])
     axes[0, 0].set_ylabel("scene")
     axes[1, 0].set_ylabel("labels")
-    handles = [Patch(color=_colour_labels(np.array([c]))[0], label=name)
+    handles = [Patch(color=colour_labels(np.array([c]))[0], label=name)
                for c, name in enumerate(("background", *FMNIST_CLASSES))]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
     fig.suptitle(f"fmnist-scenes{'-context' if context else ''}: test scenes (top) and labels (bottom)", fontsize=10)

@@ -11,6 +11,10 @@ and every recorded attention map is drawn (needs matplotlib):
   sorted by their mean over all classes, as in the SE paper's Fig. 6; and SK's branch weights per class;
 - ``<tag>_pam.png``: DANet position attention of several query positions (marked) on one image;
 - a markdown gallery (``--gallery``) with every figure and a caption.
+
+Segmentation checkpoints (``compare --task segmentation``) get the same maps drawn over test scenes instead of
+one image per class (no per-class channel figure), and ``<dataset>_predictions.png``: input, ground truth and
+every model's prediction side by side.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn as nn
@@ -27,9 +31,12 @@ from torch import Tensor
 
 from ..analysis.capture import capture, overlay, query_indices
 from .data import ImageData, load_dataset, normalize
-from .train import Recipe, build_model, load_checkpoint
 
-__all__ = ["HELP", "load_model", "collect", "visualize", "add_arguments", "run"]
+if TYPE_CHECKING:
+    from .segdata import SegData
+from .train import Recipe, SegRecipe, build_model, load_checkpoint
+
+__all__ = ["HELP", "load_model", "collect", "visualize", "predictions_figure", "add_arguments", "run"]
 
 HELP = "draw the attention maps of models saved by `plugattn compare` (PNG figures and a markdown gallery)"
 
@@ -38,21 +45,31 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a ``final.pt`` checkpoint (``weights_only=True``); returns (model in eval mode, meta)."""
     ck = load_checkpoint(path)
     meta = ck["meta"]
-    recipe = Recipe(**meta["recipe"])
-    model = build_model(meta["module"], meta["data"], recipe)
+    recipe = (SegRecipe if meta.get("task") == "segmentation" else Recipe)(**meta["recipe"])
+    model = build_model(meta.get("spec") or meta["module"], meta["data"], recipe)
     model.load_state_dict(ck["model"])
     return model.eval(), meta
 
 
 def _stage_label(path: str) -> str:
-    """``layers.1.attn.gate`` → ``block 2``."""
-    st = _stage_of(path)
-    return f"block {int(st.split('.')[1]) + 1}" if st.startswith("layers.") else st
+    """A short label: ``layers.1.attn.gate`` → ``block 2``, ``encoder.stages.2.0.attn.gate`` → ``stage 3``."""
+    parts = _stage_of(path).split(".")
+    if parts[0] == "layers":
+        return f"block {int(parts[1]) + 1}"
+    if "stages" in parts and parts.index("stages") + 1 < len(parts):
+        i = parts.index("stages")
+        rest = parts[i + 2:]
+        return f"stage {int(parts[i + 1]) + 1}" + (f" ({'.'.join(rest)})" if rest and rest != ["0"] else "")
+    return ".".join(parts)
 
 
 def _stage_of(path: str) -> str:
+    """The module an attention map belongs to: the path up to its ``attn`` (or a head's ``pam``/``cam``)."""
     parts = path.split(".")
-    return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]  # "layers.0"
+    for i, p in enumerate(parts):
+        if p in ("attn", "pam", "cam") and i > 0:
+            return ".".join(parts[:i])
+    return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
 
 
 @torch.no_grad()
@@ -157,37 +174,80 @@ def _plt():
     return plt
 
 
-def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, data: ImageData | None = None,
-              data_dir: str | None = None, per_class: int = 100, tag: str | None = None) -> list[dict[str, str]]:
-    """Write the figures of one checkpoint; returns [{"file", "caption"}]."""
+def _load_data(meta: dict[str, Any], data_dir: str | None) -> ImageData | SegData:
+    """The data set a checkpoint was trained on (its test split is what the figures show)."""
+    d = meta["data"]
+    if meta.get("task") == "segmentation":
+        from .segdata import load_segmentation
+
+        kw = {"size": d["size"], "seed": d["seed"]} if "size" in d else {}
+        return load_segmentation(d["name"], data_dir, num_test=d["num_test"], **kw)
+    return load_dataset(d["name"], data_dir)
+
+
+def _test_scenes(data: SegData, n: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` test images of equal size (uint8) and their label maps."""
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    for x, y in data.test_batches(1):
+        if xs and x.shape != xs[0].shape:
+            continue
+        xs.append(x)
+        ys.append(y)
+        if len(xs) == n:
+            break
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _score(meta: dict[str, Any]) -> str:
+    if "test_miou" in meta:
+        return f"test mIoU {100 * meta['test_miou']:.1f}% (objects {100 * meta['test_miou_fg']:.1f}%)"
+    return f"test acc {100 * meta.get('test_acc', float('nan')):.1f}%"
+
+
+def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, data: ImageData | SegData | None = None,
+              data_dir: str | None = None, per_class: int = 100, tag: str | None = None,
+              scenes: int = 6) -> list[dict[str, str]]:
+    """Write the figures of one checkpoint; returns [{"file", "caption"}].
+
+    Classification: one test image per class for the maps, ``per_class`` per class for the averages;
+    segmentation: the first ``scenes`` test images.
+    """
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
     model, meta = load_model(checkpoint)
+    seg = meta.get("task") == "segmentation"
     if data is None:
-        data = load_dataset(meta["data"]["name"], data_dir)
+        data = _load_data(meta, data_dir)
     mean, std = tuple(meta["data"]["mean"]), tuple(meta["data"]["std"])
-    xs, ys = _images_per_class(data, per_class)
+    classes = meta["data"]["classes"]
+    ys: Tensor | None
+    if seg:
+        xs, _ = _test_scenes(cast("SegData", data), scenes)
+        ys, first, titles = None, torch.arange(len(xs)), [f"test scene {i}" for i in range(len(xs))]
+    else:
+        xs, ys = _images_per_class(cast(ImageData, data), per_class)
+        first = torch.stack([torch.nonzero(ys == c).flatten()[0] for c in range(len(classes))])
+        titles = list(classes)
     module = meta["module"]
     tag = tag or f"{meta['data']['name']}_{module}"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    classes = meta["data"]["classes"]
     maps = collect(model, normalize(xs, mean, std), query=[(0.5, 0.5)])
     figs: list[dict[str, str]] = []
-    first = torch.stack([torch.nonzero(ys == c).flatten()[0] for c in range(len(classes))])
-    acc = 100 * meta.get("test_acc", float("nan"))
+    score = _score(meta)
 
-    # spatial maps over the images: rows = stages, columns = one test image per class
+    # spatial maps over the images: rows = stages, columns = one test image per class (or test scenes)
     sp = spatial_maps(maps)
     if sp:
         stages = sorted(sp)
-        nc = len(classes)
+        nc = len(titles)
         fig, axes = plt.subplots(len(stages) + 1, nc, figsize=(1.25 * nc + 0.8, 1.35 * (len(stages) + 1) + 0.6),
                                  squeeze=False)
         for j, i in enumerate(first.tolist()):
             _show_image(axes[0, j], xs[i])
-            axes[0, j].set_title(classes[j], fontsize=8)
+            axes[0, j].set_title(titles[j], fontsize=8)
             for r, st in enumerate(stages, 1):
                 what, m = sp[st]
                 _overlay(axes[r, j], xs[i], m[i])
@@ -207,12 +267,13 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
             ax.set_yticks([])
         what = sp[stages[0]][0]
         fig.suptitle(f"{module}: {what} (jet overlay, per-image colour scale, range in the corner; red = high)\n"
-                     f"{meta['data']['name']}, seed {meta['seed']}, test acc {acc:.1f}%", fontsize=9)
+                     f"{meta['data']['name']}, seed {meta['seed']}, {score}", fontsize=9)
         fig.tight_layout()
         f = out / f"{tag}_spatial.png"
         fig.savefig(f, dpi=110)
         plt.close(fig)
-        figs.append({"file": f.name, "caption": f"{module}: {what}, one test image per class, for each stage."})
+        which = "test scenes" if seg else "one test image per class"
+        figs.append({"file": f.name, "caption": f"{module}: {what}, {which}, for each stage."})
 
     # SeaFormer axial attention matrices
     rows = {k: v for k, v in maps.items() if k.endswith("row_gate")}
@@ -240,8 +301,8 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
                      "attention (query position × key position), averaged over heads and images."})
 
     # channel weights per class: top row the per-class means, bottom row their deviation from the mean over classes
-    cw = channel_weights(maps, model)
-    if cw:
+    cw = {} if seg else channel_weights(maps, model)  # per-class averages need one class per image
+    if cw and ys is not None:
         keys = sorted(cw)
         fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6.0), squeeze=False)
         for j, k in enumerate(keys):
@@ -329,6 +390,50 @@ def visualize(checkpoint: str | Path, out_dir: str | Path = "docs/figures", *, d
     return figs
 
 
+def predictions_figure(checkpoints: list[Path], out_dir: str | Path, *, data: SegData | None = None,
+                       data_dir: str | None = None, scenes: int = 4) -> dict[str, str]:
+    """Segmentation checkpoints of one data set: input, ground truth and each model's prediction per test scene."""
+    plt = _plt()
+    from matplotlib.patches import Patch
+
+    from .segdata import colour_labels
+
+    loaded = [load_model(c) for c in checkpoints]
+    meta0 = loaded[0][1]
+    if data is None:
+        data = cast("SegData", _load_data(meta0, data_dir))
+    xs, ys = _test_scenes(data, scenes)
+    mean, std = tuple(meta0["data"]["mean"]), tuple(meta0["data"]["std"])
+    k = len(meta0["data"]["classes"])
+    with torch.no_grad():
+        preds = [m(normalize(xs, mean, std)).argmax(1) for m, _ in loaded]
+    cols = 2 + len(loaded)
+    fig, axes = plt.subplots(len(xs), cols, figsize=(1.7 * cols, 1.75 * len(xs) + 1.0), squeeze=False)
+    for r in range(len(xs)):
+        _show_image(axes[r, 0], xs[r])
+        axes[r, 1].imshow(colour_labels(ys[r].numpy(), k), interpolation="nearest")
+        for j, p in enumerate(preds):
+            axes[r, 2 + j].imshow(colour_labels(p[r].numpy(), k), interpolation="nearest")
+    axes[0, 0].set_title("input", fontsize=8)
+    axes[0, 1].set_title("ground truth", fontsize=8)
+    for j, (_, meta) in enumerate(loaded):
+        axes[0, 2 + j].set_title(f"{meta['module']}\nmIoU {100 * meta['test_miou']:.1f}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    names = meta0["data"]["classes"]
+    handles = [Patch(color=colour_labels(torch.tensor([c]).numpy(), k)[0], label=names[c]) for c in range(k)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), fontsize=7, frameon=False)
+    fig.suptitle(f"{meta0['data']['name']}: predictions of seed {meta0['seed']} (test mIoU of that run)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    f = Path(out_dir) / f"{meta0['data']['name']}_predictions.png"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(f, dpi=110)
+    plt.close(fig)
+    return {"file": f.name, "caption": f"{meta0['data']['name']}: input, ground truth and every model's prediction "
+                                       f"on {len(xs)} test scenes."}
+
+
 def _find_checkpoints(paths: list[str], seed: int) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
@@ -368,18 +473,25 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         first = Path(args.paths[0])
         args.out = str((first if first.is_dir() else first.parent) / "figures")
-    cache: dict[str, ImageData] = {}
+    cache: dict[str, ImageData | SegData] = {}
     sections = []
+    seg_groups: dict[str, list[Path]] = defaultdict(list)
     for c in ckpts:
         meta = load_checkpoint(c)["meta"]
         name = meta["data"]["name"]
         if name not in cache:
-            cache[name] = load_dataset(name, args.data_dir)
+            cache[name] = _load_data(meta, args.data_dir)
+        if meta.get("task") == "segmentation":
+            seg_groups[name].append(c)
         figs = visualize(c, args.out, data=cache[name], per_class=args.per_class)
         for f in figs:
             print(f"wrote {Path(args.out) / f['file']}")
         if figs:
             sections.append((meta, figs))
+    for name, group in seg_groups.items():
+        fig = predictions_figure(group, args.out, data=cast("SegData", cache[name]))
+        print(f"wrote {Path(args.out) / fig['file']}")
+        sections.insert(0, ({"module": "all models", "data": {"name": name}, "seed": args.seed}, [fig]))
     if not sections:
         print(f"plugattn viz: no attention maps in {', '.join(map(str, ckpts))} (a baseline without attention?)",
               file=sys.stderr)
@@ -391,11 +503,11 @@ def run(args: argparse.Namespace) -> int:
             g.parent.resolve()) else Path(args.out).resolve()
         lines = ["# Attention gallery", "",
                  "Made by `plugattn viz` from the checkpoints of `plugattn compare` (see results.md for the recipe): "
-                 "every attention map that `plugattn.capture` records on Fashion-MNIST test images. Spatial maps are "
+                 "every attention map that `plugattn.capture` records on the test images. Spatial maps are "
                  "overlaid on the input (jet colour map, scaled per image, red = high weight).", ""]
         for meta, figs in sections:
-            lines += [f"## {meta['module']} ({meta['data']['name']}, seed {meta['seed']}, "
-                      f"test accuracy {100 * meta['test_acc']:.2f}%)", ""]
+            score = f", {_score(meta)}" if "test_miou" in meta or "test_acc" in meta else ""
+            lines += [f"## {meta['module']} ({meta['data']['name']}, seed {meta['seed']}{score})", ""]
             for f in figs:
                 lines += [f"![{f['caption']}]({(rel / f['file']).as_posix()})", "", f"*{f['caption']}*", ""]
         g.write_text("\n".join(lines))
