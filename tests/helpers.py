@@ -194,3 +194,15 @@ def param_leaves(m: nn.Module) -> dict[str, nn.Module]:
     """Leaf submodules that own parameters directly (the layers hooks, pruning and wrappers act on)."""
     return {p: s for p, s in m.named_modules()
             if p and not list(s.children()) and list(s.parameters(recurse=False))}
+
+
+def interrupt_after_epoch(monkeypatch, train_module, epoch: int = 1) -> None:
+    """Make ``train_module._save`` raise KeyboardInterrupt right after writing ``last.pt`` of ``epoch``."""
+    real_save = train_module._save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if path.name == "last.pt" and obj["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save", save_then_die)

@@ -20,19 +20,13 @@ import torch
 import torch.nn as nn
 
 import plugattn
+from helpers import interrupt_after_epoch
 from plugattn.experiments import compare as cmp
 from plugattn.experiments import train as tr
 from plugattn.experiments.data import DataNotFoundError, ImageData, augment, balanced_subset, load_dataset
 from plugattn.experiments.models import BasicBlock, resnet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: small convs run faster on a shared CPU, and results do not depend on the core count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_recipe(**kw) -> tr.Recipe:
@@ -203,13 +197,7 @@ def test_resume_after_interruption_gives_the_same_run(tiny, tmp_path, monkeypatc
     r = tiny_recipe(epochs=2)
     ref = tr.train_run("se", 0, tiny, r, out_dir=tmp_path / "ref", progress=False)
     real_save = tr._save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if path.name == "last.pt" and obj["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(tr, "_save", save_then_die)
+    interrupt_after_epoch(monkeypatch, tr)
     with pytest.raises(KeyboardInterrupt):
         tr.train_run("se", 0, tiny, r, out_dir=tmp_path / "run", progress=False)
     monkeypatch.setattr(tr, "_save", real_save)

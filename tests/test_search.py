@@ -20,13 +20,7 @@ from plugattn.experiments.data import load_dataset  # noqa: E402
 from plugattn.experiments.search import pareto_front, parse_limit, search, validation_split  # noqa: E402
 from plugattn.experiments.train import Recipe  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("channels", [(16, 32, 64), (8, 24)])

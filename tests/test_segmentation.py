@@ -18,19 +18,14 @@ import torch
 import torch.nn as nn
 
 import plugattn
+from helpers import interrupt_after_epoch
 from plugattn.experiments import compare as cmp
 from plugattn.experiments import train as tr
 from plugattn.experiments.models import BasicBlock
 from plugattn.experiments.segdata import load_segmentation
 from plugattn.experiments.segmodels import SegNet, SmallEncoder, TorchvisionEncoder, build_seg_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +116,7 @@ def test_segmentation_training_is_deterministic_resumable_and_learns(scenes, tmp
     r = seg_recipe(epochs=2)
     a = tr.train_run("se", 0, scenes, r, out_dir=tmp_path / "a", progress=False)
     real_save = tr._save
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        if path.name == "last.pt" and obj["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(tr, "_save", save_then_die)
+    interrupt_after_epoch(monkeypatch, tr)
     with pytest.raises(KeyboardInterrupt):
         tr.train_run("se", 0, scenes, r, out_dir=tmp_path / "b", progress=False)
     monkeypatch.setattr(tr, "_save", real_save)

@@ -39,7 +39,23 @@ def seg_networks() -> list[str]:
     return [n for n in list_models() if model_info(n).task == "segmentation" and n.startswith("seaformer_seg")]
 
 
-class SmallEncoder(nn.Module):
+class _StagedEncoder(nn.Module):
+    """``stem`` then ``stages`` (an ``nn.ModuleList``); forward returns every stage's output."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+    out_channels: list[int]
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+class SmallEncoder(_StagedEncoder):
     """Stem (3×3/2 conv, BN, ReLU) and four stages of :class:`~plugattn.experiments.models.BasicBlock`.
 
     Strides 1, 2, 2, 1 with dilation 2 in the last stage: output stride 8, the receptive field of a dilated
@@ -73,24 +89,17 @@ class SmallEncoder(nn.Module):
             if isinstance(m, nn.Conv2d) and not _inside_attention(self, m):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
 
 
 def _inside_attention(model: nn.Module, module: nn.Module) -> bool:
     return any(isinstance(b, BasicBlock) and any(m is module for m in b.attn.modules()) for b in model.modules())
 
 
-class TorchvisionEncoder(nn.Module):
+class TorchvisionEncoder(_StagedEncoder):
     """torchvision's ResNet at output stride 8: ``layer3`` dilated 2 and ``layer4`` dilated 4 instead of strided.
 
     Randomly initialised (no weights are downloaded). The attention module goes into every residual block with
-    :func:`plugattn.insert`. ``forward`` returns ``layer1``–``layer4``'s outputs (1/4, 1/4... see ``strides``).
+    :func:`plugattn.insert`. ``forward`` returns ``layer1``–``layer4``'s outputs (strides 4, 8, 8, 8).
 
     Args:
         name: ``resnet18``, ``resnet34`` or ``resnet50``.
@@ -122,13 +131,6 @@ class TorchvisionEncoder(nn.Module):
         expansion = 4 if name == "resnet50" else 1
         self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
 
 
 def _dilate_(stage: nn.Module, dilation: int) -> None:
