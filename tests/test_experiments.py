@@ -365,3 +365,19 @@ def test_same_config_tolerates_last_bit_float_differences_only():
     assert not tr.same_config(a, {"recipe": {"lr": 0.2, "widths": [16, 32]}, "data": {"mean": [0.2857502763605443]}})
     assert not tr.same_config(a, {"recipe": {"lr": 0.1, "widths": [16, 64]}, "data": {"mean": [0.2857502763605443]}})
     assert not tr.same_config(a, {"recipe": {"lr": 0.1}, "data": {"mean": [0.2857502763605443]}})
+
+
+def test_compose_specs_name_points_of_the_space(tiny):
+    from plugattn.experiments.models import parse_compose
+
+    text = "compose:squeeze=avg,axes=h+w,excite=axial,excite_kw.rd_ratio=0.0625"
+    assert parse_compose(text) == {"squeeze": "avg", "axes": "h+w", "excite": "axial",
+                                   "excite_kw": {"rd_ratio": 0.0625}}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_compose("compose:squeeze")
+    assert cmp.resolve_modules(["se", text]) == ["baseline", "se", text]
+    net = tr.build_model(text, tiny.describe(), tiny_recipe())
+    attn = net.layers[0].attn
+    assert isinstance(attn, plugattn.space.ComposedAttention)
+    ref = plugattn.compose(16, squeeze="avg", axes="h+w", excite="axial", excite_kw={"rd_ratio": 0.0625})
+    assert [tuple(p.shape) for p in attn.parameters()] == [tuple(p.shape) for p in ref.parameters()]

@@ -31,6 +31,7 @@ import torch
 from .. import registry
 from ..analysis.cost import count_flops, count_params
 from .data import ImageData, load_dataset
+from .models import COMPOSE_PREFIX
 from .segmodels import SEG_HEADS, seg_networks
 from .train import (
     Recipe,
@@ -78,8 +79,8 @@ def resolve_modules(names: list[str] | tuple[str, ...], baseline: bool = True, t
                     if registry.info(m).preserves_shape and registry.info(m).kind not in ("head", "block")]
         elif n in ("baseline", "none"):
             continue
-        elif seg and (n in SEG_HEADS[1:] or n in seg_networks()):
-            out.append(n)
+        elif (seg and (n in SEG_HEADS[1:] or n in seg_networks())) or n.startswith(COMPOSE_PREFIX):
+            out.append(n)  # compose specs are checked by building every model before training
         else:
             meta = registry.info(n)  # unknown name: ValueError listing the valid ones
             if not meta.preserves_shape or meta.kind in ("head", "block"):
@@ -375,7 +376,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``plugattn compare``."""
     parser.add_argument("--modules", "-m", nargs="+", default=None,
                         help=f"registry names; 'all' = the seed modules (classification: {' '.join(SEED_MODULES)}; "
-                             f"segmentation: {' '.join(SEG_MODULES)}), 'registered' = every plug-in; segmentation "
+                             f"segmentation: {' '.join(SEG_MODULES)}), 'registered' = every plug-in, "
+                             f"'compose:squeeze=avg+max,excite=conv1d,...' = a point of the design space; segmentation "
                              f"also takes the heads danet_head, light_head and the network seaformer_seg_t; the "
                              f"baseline is always included (default: {' '.join(DEFAULT_MODULES)}; segmentation: "
                              f"{' '.join(SEG_DEFAULT_MODULES)})")

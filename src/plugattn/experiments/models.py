@@ -17,19 +17,57 @@ from torch import Tensor
 
 from .. import registry
 
-__all__ = ["BasicBlock", "ResNet", "resolve_attn", "resnet"]
+__all__ = ["BasicBlock", "ResNet", "resolve_attn", "parse_compose", "resnet"]
 
 AttnSpec = str | dict | type[nn.Module] | Callable[[int], nn.Module] | None
+
+
+COMPOSE_PREFIX = "compose:"
+
+
+def parse_compose(text: str) -> dict:
+    """``"compose:squeeze=avg+max,merge=shared,excite_kw.kernel_size=5"`` → the keywords of :func:`plugattn.compose`.
+
+    ``key=value`` pairs after ``compose:``, comma-separated; ``a.b=v`` sets ``a={"b": v}``; integer and float
+    values are converted. This is how ``plugattn compare -m`` names a point of the design space.
+
+    Examples:
+        >>> parse_compose("compose:squeeze=cluster,excite_kw.rd_ratio=0.25")
+        {'squeeze': 'cluster', 'excite_kw': {'rd_ratio': 0.25}}
+    """
+    if not text.startswith(COMPOSE_PREFIX):
+        raise ValueError(f"a compose spec starts with {COMPOSE_PREFIX!r}, got {text!r}")
+    spec: dict = {}
+    for item in filter(None, text[len(COMPOSE_PREFIX):].split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"compose spec {text!r}: {item!r} is not key=value")
+        value: int | float | str = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                continue
+        outer, _, inner = key.partition(".")
+        if inner:
+            spec.setdefault(outer, {})[inner] = value
+        else:
+            spec[key] = value
+    return spec
 
 
 def resolve_attn(attn_layer: AttnSpec) -> Callable[[int], nn.Module] | None:
     """The attention factory for a spec: None, a registry name, a compose spec (dict) or a class/factory.
 
-    ``None``/``"none"``/``"baseline"`` → no attention; a registry name → its class; a dict → the
-    :func:`plugattn.compose` call with those keywords (a point of the design space); a class/factory as is.
+    ``None``/``"none"``/``"baseline"`` → no attention; a registry name → its class; a dict (or a
+    ``"compose:..."`` string, :func:`parse_compose`) → the :func:`plugattn.compose` call with those keywords (a point
+    of the design space); a class/factory as is.
     """
     if attn_layer is None:
         return None
+    if isinstance(attn_layer, str) and attn_layer.startswith(COMPOSE_PREFIX):
+        attn_layer = parse_compose(attn_layer)
     if isinstance(attn_layer, dict):
         from ..space import compose
 
