@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import plugattn
-from plugattn.analysis.cost import _human
+from plugattn.analysis.cost import human
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def main() -> int:
         info = r["info"]
         size = "×".join(map(str, info.input_size[1:]))
         ckpts = ", ".join(f"`{c}`" for c in info.checkpoints) or "—"
-        lines.append(f"| `{name}` | {info.task} | {size} | {r['params'] / 1e6:.3f} M | {_human(r['flops'])} | "
+        lines.append(f"| `{name}` | {info.task} | {size} | {r['params'] / 1e6:.3f} M | {human(r['flops'])} | "
                      f"{info.official} | {ckpts} |")
         print(lines[-1], flush=True)
     lines += [

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from .. import registry
-from .cost import _human, count_flops, count_params
+from .cost import count_flops, count_params, human
 from .memory import peak_memory_mib
 
 __all__ = ["bench", "time_fn", "time_interleaved", "interleaved_min", "paired_ratio", "forward_backward", "to_markdown"]
@@ -211,7 +211,7 @@ def to_markdown(rows: list[dict], *, with_caption: bool = False) -> str:
               "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         mem = f"{r['peak_mib']:.1f}" if "peak_mib" in r else "—"
-        lines.append(f"| {r['name']} | {r['params']:,} | {_human(r['flops'])} | {_fmt_ms(r['forward_ms'])} | "
+        lines.append(f"| {r['name']} | {r['params']:,} | {human(r['flops'])} | {_fmt_ms(r['forward_ms'])} | "
                      f"{_fmt_ms(r.get('backward_ms'))} | {mem} |")
     return "\n".join(lines)
 

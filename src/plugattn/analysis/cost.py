@@ -54,14 +54,15 @@ def module_table(channels: int = 64, size: tuple[int, int] = (56, 56), batch: in
     return rows
 
 
-def _human(n: float | None) -> str:
+def human(n: float | None, digits: int = 4) -> str:
+    """A count with a K/M/G/T suffix and ``digits`` significant digits (``None`` → ``"n/a"``)."""
     if n is None:
         return "n/a"
     for unit in ("", "K", "M", "G", "T"):
         if abs(n) < 1000:
-            return f"{n:.4g}{unit}"
+            return f"{n:.{digits}g}{unit}"
         n /= 1000
-    return f"{n:.4g}P"
+    return f"{n:.{digits}g}P"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,15 +85,15 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             meta = registry.info(r["name"])
             print(f"| `{r['name']}` | `{r['class']}` | [{r['paper']}]({meta.url}) | {r['year']} | {r['kind']} | "
-                  f"{meta.official} | {_human(r['params'])} | {_human(r['flops'])} |")
+                  f"{meta.official} | {human(r['params'])} | {human(r['flops'])} |")
         return 0
     print(f"plugattn modules at input (1, {args.channels}, {size[0]}, {size[1]})\n")
     header = f"{'name':<16}{'class':<26}{'year':>5}  {'kind':<16}{'params':>9}{'FLOPs':>10}  paper"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<16}{r['class']:<26}{r['year']:>5}  {r['kind']:<16}{_human(r['params']):>9}"
-              f"{_human(r['flops']):>10}  {r['paper']}")
+        print(f"{r['name']:<16}{r['class']:<26}{r['year']:>5}  {r['kind']:<16}{human(r['params']):>9}"
+              f"{human(r['flops']):>10}  {r['paper']}")
     for r in rows:
         if "error" in r:
             print(f"n/a {r['name']}: {r['error']}")

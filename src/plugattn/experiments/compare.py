@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .. import registry
-from ..analysis.cost import count_flops, count_params
+from ..analysis.cost import count_flops, count_params, human
 from .data import ImageData, load_dataset
 from .models import COMPOSE_PREFIX
 from .segmodels import SEG_HEADS, seg_networks
@@ -170,14 +170,6 @@ def summarize(results: list[dict], costs: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _human(n: float) -> str:
-    for unit in ("", "K", "M", "G"):
-        if abs(n) < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}T"
-
-
 def _mean_std(r: dict, key: str | None = None) -> str:
     key = key or r["metric"]
     n = len(r[r["metric"]])
@@ -200,7 +192,7 @@ def markdown_table(rows: list[dict]) -> str:
             delta = (f"{r['delta']:+.2f}" if r["within_noise"] is None else f"{r['delta']:+.2f} ± {r['delta_se']:.2f}"
                      + (" (within noise)" if r["within_noise"] else ""))
         cells = [_mean_std(r), _mean_std(r, "miou_fg"), _mean_std(r, "pixel_acc")] if seg else [_mean_std(r)]
-        lines.append(f"| {r['module']} | {r['kind']} | {_human(r['params'])} | {dp} | {_human(r['flops'])} | "
+        lines.append(f"| {r['module']} | {r['kind']} | {human(r['params'], 3)} | {dp} | {human(r['flops'], 3)} | "
                      f"{r['latency_ms']:.2f} | {' | '.join(cells)} | {delta} | {r['train_time_s']:.0f} |")
     return "\n".join(lines)
 

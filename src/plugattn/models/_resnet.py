@@ -1,4 +1,4 @@
-"""The shared pieces of the classification networks: :class:`AttnResNet` and :func:`_reset_linear`.
+"""The shared pieces of the classification networks: :class:`AttnResNet` and :func:`reset_linear`.
 
 :class:`AttnResNet` is the one wrapper of torchvision's ResNet with timm's classification interface; the
 SE/ECA-ResNets (``resnet.py``), the CBAM/BAM/Triplet ResNets (``cbam_resnet.py``) and SKNet (``sknet.py``) are it
@@ -19,7 +19,7 @@ __all__ = ["AttnResNet"]
 _GLOBAL_POOLS = ("avg", "avg7")
 
 
-def _reset_linear(in_features: int, num_classes: int, like: Tensor) -> nn.Module:
+def reset_linear(in_features: int, num_classes: int, like: Tensor) -> nn.Module:
     """A fresh ``Linear(in_features, num_classes)`` on ``like``'s device and dtype; ``0``: ``nn.Identity()``."""
     if num_classes > 0:
         return nn.Linear(in_features, num_classes, device=like.device, dtype=like.dtype)
@@ -151,4 +151,4 @@ class AttnResNet(nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"reset_classifier: num_classes must be a non-negative int, got {num_classes!r}")
         self.num_classes = num_classes
-        self.fc = _reset_linear(self.num_features, num_classes, self.conv1.weight)
+        self.fc = reset_linear(self.num_features, num_classes, self.conv1.weight)

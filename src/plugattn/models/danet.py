@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._kernels import DEFAULT_BLOCK_BUDGET
-from ..modules.danet import DANetHead, _danet_head
-from ..official import official
+from ..modules.danet import DANetHead
+from ..official import official, official_converter
 from ._registry import register_model
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def danet_resnet152(*, num_classes: int = 19, **kwargs: Any) -> DANet:
 @functools.cache
 def _head_key_map() -> Callable[[str], str | None]:
     """The ``danet_head`` converter's key map (official ``DANetHead`` keys → :class:`DANetHead`'s)."""
-    return _danet_head(2048, 19, "batchnorm2d")[1]
+    return official_converter("danet_head", in_channels=2048, out_channels=19, norm_layer="batchnorm2d")[1]
 
 
 def _key_map(key: str) -> str | None:

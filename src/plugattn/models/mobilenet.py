@@ -29,7 +29,7 @@ from torchvision.models.mobilenetv2 import MobileNetV2
 from ..integrate import insert
 from ..official import official
 from ._registry import register_model
-from ._resnet import _reset_linear
+from ._resnet import reset_linear
 
 __all__ = ["AttentionMobileNetV2", "coord_mobilenet_v2", "eca_mobilenet_v2"]
 
@@ -68,7 +68,7 @@ class AttentionMobileNetV2(MobileNetV2):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialised Linear(num_features, num_classes) (``0``: identity); other weights kept."""
-        fc = _reset_linear(self.last_channel, num_classes, next(self.features.parameters()))
+        fc = reset_linear(self.last_channel, num_classes, next(self.features.parameters()))
         if isinstance(fc, nn.Linear):  # torchvision's MobileNetV2 initialisation
             nn.init.normal_(fc.weight, 0, 0.01)
             nn.init.zeros_(fc.bias)

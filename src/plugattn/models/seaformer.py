@@ -27,7 +27,7 @@ from .._layers import ConvNormAct, Gate, LayerType, check_positive
 from ..modules.seaformer import SeaFormerBlock
 from ..official import KeyMap, official, official_converter
 from ._registry import register_model
-from ._resnet import _reset_linear
+from ._resnet import reset_linear
 
 __all__ = ["SeaFormer", "SeaFormerSeg", "LightHead", "FusionBlock", "InvertedResidual", "SeaFormerStage"]
 
@@ -238,7 +238,7 @@ class SeaFormer(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one with ``num_classes`` outputs (0: none)."""
         self.num_classes = num_classes
-        self.head = _reset_linear(self.num_features, num_classes, next(self.parameters()))
+        self.head = reset_linear(self.num_features, num_classes, next(self.parameters()))
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """Every stage's output: strides 4, 8, 16, 32, 64 (the stem's stride 2 included)."""

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..integrate import insert
 from ..official import official, official_converter
 from ._registry import register_model
-from ._resnet import AttnResNet, _reset_linear
+from ._resnet import AttnResNet, reset_linear
 
 __all__ = ["SKUnit", "SKNetCifar", "sknet50", "sknet101", "sknet_ppplang_cifar"]
 
@@ -206,7 +206,7 @@ class SKNetCifar(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A fresh Linear(1024, num_classes) (``0``: identity); every other weight kept."""
-        self.fc = _reset_linear(1024, num_classes, self.conv1.weight)
+        self.fc = reset_linear(1024, num_classes, self.conv1.weight)
 
 
 @register_model(
