@@ -24,7 +24,7 @@ import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -32,6 +32,7 @@ from .. import registry
 from ..analysis.cost import count_flops, count_params, human
 from .data import ImageData, load_dataset
 from .models import COMPOSE_PREFIX
+from .segdata import SegData, load_segmentation
 from .segmodels import SEG_HEADS, seg_networks
 from .train import (
     Recipe,
@@ -46,9 +47,6 @@ from .train import (
     same_config,
     train_run,
 )
-
-if TYPE_CHECKING:
-    from .segdata import SegData
 
 __all__ = ["compare", "summarize", "write_report", "markdown_table", "class_iou_table", "model_cost", "input_shape",
            "resolve_modules", "DEFAULT_MODULES", "SEED_MODULES", "SEG_DEFAULT_MODULES", "SEG_MODULES", "HELP"]
@@ -95,7 +93,7 @@ def resolve_modules(names: list[str] | tuple[str, ...], baseline: bool = True, t
 
 def input_shape(data: ImageData | SegData) -> tuple[int, ...]:
     """(C, H, W) of one training sample."""
-    if hasattr(data, "crop_size"):
+    if isinstance(data, SegData):
         return (data.in_channels, *data.crop_size)
     return tuple(data.train_x.shape[1:])
 
@@ -308,12 +306,10 @@ def compare(
     ``modules`` defaults to :data:`DEFAULT_MODULES` or :data:`SEG_DEFAULT_MODULES`.
     """
     if recipe is None:
-        recipe = SegRecipe() if data is not None and hasattr(data, "train_epoch") else Recipe()
+        recipe = SegRecipe() if isinstance(data, SegData) else Recipe()
     task = recipe.task
     if data is None:
         if task == "segmentation":
-            from .segdata import load_segmentation
-
             data = load_segmentation("fmnist-scenes")
         else:
             data = load_dataset()

@@ -34,13 +34,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..space.search_space import PRESET_POINTS, compose_call, point_key, suggest, to_spec
 from .compare import input_shape, markdown_table, model_cost, summarize
 from .data import ImageData, balanced_subset, load_dataset
+from .segdata import SegData
 from .train import (
     Recipe,
     SegRecipe,
@@ -55,9 +56,6 @@ from .train import (
     same_config,
     train_run,
 )
-
-if TYPE_CHECKING:
-    from .segdata import SegData
 
 __all__ = ["search", "validation_split", "parse_limit", "pareto_front", "write_outputs", "add_arguments", "run",
            "HELP", "PRUNERS"]
@@ -379,7 +377,7 @@ def search(
     """
     optuna = _import_optuna()
     if task is None:
-        task = "segmentation" if isinstance(recipe, SegRecipe) or hasattr(data, "train_epoch") else "classification"
+        task = "segmentation" if isinstance(recipe, SegRecipe) or isinstance(data, SegData) else "classification"
     if task not in ("classification", "segmentation"):
         raise ValueError(f"search: task must be 'classification' or 'segmentation', got {task!r}")
     seg = task == "segmentation"
@@ -395,7 +393,7 @@ def search(
             data = load_segmentation("fmnist-scenes")
         else:
             data = load_dataset()
-    if hasattr(data, "train_epoch") != seg:
+    if isinstance(data, SegData) != seg:
         raise TypeError(f"search: task {task!r} does not take {type(data).__name__}")
     for arg, v in (("epochs", epochs), ("seeds", seeds)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:

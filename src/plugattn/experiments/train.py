@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,12 +33,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import ImageData, augment, load_dataset, normalize
+from .data import DATASETS, ImageData, augment, load_dataset, normalize
 from .models import resnet
+from .segdata import SEG_DATASETS, SegData
 from .segmodels import BACKBONES, build_seg_model
-
-if TYPE_CHECKING:
-    from .segdata import SegData
 
 __all__ = ["Recipe", "SegRecipe", "train_run", "evaluate", "evaluate_segmentation", "segmentation_metrics",
            "build_model", "module_name", "load_checkpoint", "dist_env", "main"]
@@ -288,9 +286,9 @@ def train_run(
     ``on_epoch(epoch, model)`` is called after every epoch (1-based; e.g. to evaluate on a validation set and
     stop a weak run by raising).
     """
-    recipe = recipe or (SegRecipe() if hasattr(data, "train_epoch") else Recipe())
+    recipe = recipe or (SegRecipe() if isinstance(data, SegData) else Recipe())
     seg = isinstance(recipe, SegRecipe)
-    if seg != hasattr(data, "train_epoch"):
+    if seg != isinstance(data, SegData):
         raise TypeError(f"train_run: a {type(recipe).__name__} cannot train on {type(data).__name__} "
                         "(SegRecipe goes with segmentation data, Recipe with classification data)")
     device = torch.device(device)
@@ -409,15 +407,11 @@ def train_run(
     return result
 
 
-SEG_DATASET_NAMES = ("fmnist-scenes", "fmnist-scenes-context", "voc", "segfolder")
-CLS_DATASET_NAMES = ("fmnist-mini", "fashion-mnist", "cifar10", "imagefolder")
-
-
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Data options shared by ``compare`` and ``train``."""
     p.add_argument("--task", choices=["classification", "segmentation"], default="classification",
                    help="classification (a ResNet classifier) or segmentation (an output-stride-8 encoder + head)")
-    p.add_argument("--dataset", default=None, choices=[*CLS_DATASET_NAMES, *SEG_DATASET_NAMES],
+    p.add_argument("--dataset", default=None, choices=[*DATASETS, *SEG_DATASETS],
                    help="classification: fmnist-mini (embedded; the default), fashion-mnist (IDX folder), cifar10, "
                         "imagefolder; segmentation: fmnist-scenes (the default), fmnist-scenes-context (both generated "
                         "from Fashion-MNIST, no download), voc (Pascal VOC layout), segfolder (images/ + masks/)")
@@ -466,10 +460,10 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 def _task(args: argparse.Namespace) -> str:
     if args.dataset is None:
         return args.task
-    task = "segmentation" if args.dataset in SEG_DATASET_NAMES else "classification"
+    task = "segmentation" if args.dataset in SEG_DATASETS else "classification"
     if args.task != task and args.task == "segmentation":
         raise ValueError(f"--dataset {args.dataset} is a classification data set; --task segmentation takes "
-                         f"{', '.join(SEG_DATASET_NAMES)}")
+                         f"{', '.join(SEG_DATASETS)}")
     return task
 
 
