@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 import plugattn
 from helpers import interrupt_after_epoch
@@ -180,12 +179,11 @@ def test_ddp_segmentation_two_cpu_processes_match_single_process(tmp_path, scene
 
 
 def test_model_outputs_are_plain_modules():
-    """The heads and the encoder are ordinary modules: torch.fx traces the FCN network and equals eager."""
+    """The encoder and head are ordinary modules: torch.fx traces the FCN network and the trace equals eager."""
     net = SegNet(SmallEncoder(1, (8, 8, 16, 16), attn_layer="cbam"), 11).eval()
     gm = torch.fx.symbolic_trace(net)
     x = torch.randn(1, 1, 48, 40)
     torch.testing.assert_close(gm(x), net(x))
-    assert isinstance(gm, nn.Module)
 
 
 def test_viz_draws_predictions_and_attention_over_scenes(scenes, tmp_path):

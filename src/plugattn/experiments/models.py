@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import registry
 
-__all__ = ["BasicBlock", "ResNet", "resolve_attn", "parse_compose", "resnet"]
+__all__ = ["BasicBlock", "ResNet", "resolve_attn", "parse_compose", "init_convs_", "resnet"]
 
 AttnSpec = str | dict | type[nn.Module] | Callable[[int], nn.Module] | None
 
@@ -169,20 +169,22 @@ class ResNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """Kaiming-normal convs (fan_out), unit BN, and the attention modules' own initialisation."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not _inside_attention(self, m):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.layers(self.stem(x))
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _inside_attention(model: nn.Module, module: nn.Module) -> bool:
-    for block in model.modules():
-        if isinstance(block, BasicBlock) and any(m is module for m in block.attn.modules()):
-            return True
-    return False
+def init_convs_(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out) init of every conv of ``model`` outside the blocks' attention modules, in place.
+
+    The attention modules keep their own initialisation (e.g. a zero-initialised residual scale).
+    """
+    inside = {id(m) for b in model.modules() if isinstance(b, BasicBlock) for m in b.attn.modules()}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in inside:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
 def resnet(

@@ -25,7 +25,7 @@ from torch import Tensor
 from .. import registry
 from ..models import create_model as create_network
 from ..models import list_models, model_info
-from .models import AttnSpec, BasicBlock, resolve_attn
+from .models import AttnSpec, BasicBlock, init_convs_, resolve_attn
 
 __all__ = ["SEG_HEADS", "BACKBONES", "SmallEncoder", "TorchvisionEncoder", "FCNHead", "SegNet", "NetworkSeg",
            "build_seg_model", "seg_networks"]
@@ -85,14 +85,7 @@ class SmallEncoder(_StagedEncoder):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
         self.out_channels = [int(w) for w in widths]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not _inside_attention(self, m):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-
-
-def _inside_attention(model: nn.Module, module: nn.Module) -> bool:
-    return any(isinstance(b, BasicBlock) and any(m is module for m in b.attn.modules()) for b in model.modules())
+        init_convs_(self)
 
 
 class TorchvisionEncoder(_StagedEncoder):

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .data import DATASETS, ImageData, augment, load_dataset, normalize
 from .models import resnet
-from .segdata import SEG_DATASETS, SegData
+from .segdata import SEG_DATASETS, SegData, load_segmentation
 from .segmodels import BACKBONES, build_seg_model
 
 __all__ = ["Recipe", "SegRecipe", "train_run", "evaluate", "evaluate_segmentation", "segmentation_metrics",
@@ -485,8 +485,6 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 def data_from_args(args: argparse.Namespace) -> ImageData | SegData:
     """The data set named by the options (classification or segmentation)."""
     if _task(args) == "segmentation":
-        from .segdata import load_segmentation
-
         kw = {k: getattr(args, k) for k in ("num_train", "num_test") if getattr(args, k) is not None}
         if args.image_size is not None:
             kw["size" if (args.dataset or "fmnist-scenes").startswith("fmnist") else "crop_size"] = args.image_size
