@@ -112,6 +112,32 @@ def test_resume_continues_the_study(tmp_path, tiny):
         search(data=tiny, recipe=Recipe(epochs=1, batch_size=16), out=tmp_path, trials=4, **KW)
 
 
+@pytest.mark.parametrize("first", [1, 2])
+def test_no_pruning_before_the_first_rung(first):
+    from plugattn.experiments.search import _make_pruner
+
+    for name in ("sh", "hyperband", "median"):
+        study = optuna.create_study(direction="maximize", pruner=_make_pruner(name, 6, first),
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        for _ in range(6):  # good trials that ran to the end (asking, as a search does: SH records rungs then)
+            t = study.ask()
+            for step in range(1, 7):
+                t.report(0.9, step)
+                assert not t.should_prune()
+            study.tell(t, 0.9)
+        t = study.ask()
+        pruned_at = next((step for step in range(1, 7) if (t.report(0.0, step) or t.should_prune())), None)
+        if name == "hyperband":  # its brackets start at the first rung or later
+            assert pruned_at is None or pruned_at >= first, (name, pruned_at)
+        else:
+            assert pruned_at == first, (name, pruned_at)
+
+
+def test_min_epochs_is_checked(tmp_path, tiny):
+    with pytest.raises(ValueError, match="min_epochs"):
+        search(data=tiny, recipe=Recipe(epochs=1, batch_size=32), out=tmp_path, trials=1, min_epochs=2, **KW)
+
+
 def test_budget_rejects_before_training(tmp_path, tiny):
     s = search(data=tiny, recipe=Recipe(epochs=1, batch_size=32), out=tmp_path, trials=1,
                budget={"max_params": 100}, **{**KW, "presets": ["se", "eca"]})

@@ -270,15 +270,15 @@ def _plot(rows: list[dict], scored: list[dict], fronts: dict, path: Path, metric
 
 
 # --------------------------------------------------------------------------------------------- the search
-def _make_pruner(name: str, epochs: int) -> Any:
+def _make_pruner(name: str, epochs: int, min_epochs: int) -> Any:
     import optuna
 
     if name == "sh":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=3)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=epochs, reduction_factor=3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=min_epochs)  # epochs count from 1
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"search: pruner must be one of {PRUNERS}, got {name!r}")
@@ -337,6 +337,7 @@ def search(
     val_count: int = 200,
     num_train: int | None = 1000,
     pruner: str = "sh",
+    min_epochs: int | None = None,
     presets: Sequence[str] | str = "all",
     seed: int = 0,
     retrain: int = 2,
@@ -366,6 +367,8 @@ def search(
         val_count: segmentation: validation scenes (or files).
         num_train: segmentation: training scenes per epoch of a trial (None: the data set's).
         pruner: ``"sh"`` (successive halving), ``"hyperband"``, ``"median"`` or ``"none"``.
+        min_epochs: the first epoch at which a trial can be pruned (the first rung); default a third of
+            ``epochs``, at least 1: the first epoch's score, taken during the lr warm-up, ranks trials poorly.
         presets: named points enqueued first (``"all"``, ``"none"`` or names of :data:`PRESET_POINTS`).
         seed: seed of the trials' training, of the split and of the sampler.
         retrain: how many best points to re-train (Pareto front on extra parameters first, then by score).
@@ -406,6 +409,9 @@ def search(
         raise ValueError(f"search: trials must be an int >= 0, got {trials!r}")
     if pruner not in PRUNERS:
         raise ValueError(f"search: pruner must be one of {PRUNERS}, got {pruner!r}")
+    first_rung = max(1, epochs // 3) if min_epochs is None else min_epochs
+    if not isinstance(first_rung, int) or not 1 <= first_rung <= epochs:
+        raise ValueError(f"search: min_epochs must be an int between 1 and epochs ({epochs}), got {min_epochs!r}")
     if isinstance(presets, str):
         presets = list(PRESET_POINTS) if presets == "all" else [] if presets == "none" else [presets]
     unknown = [p for p in presets if p not in PRESET_POINTS]
@@ -435,7 +441,7 @@ def search(
     config = json.loads(json.dumps({
         "task": task, "data": data.describe(), "recipe": asdict(recipe), "epochs": epochs, "split": split_text,
         "budget": {k: (None if v is None else str(v)) for k, v in budget.items() if v is not None},
-        "pruner": pruner, "seed": seed, "channels": list(channels)}))
+        "pruner": pruner, "min_epochs": first_rung, "seed": seed, "channels": list(channels)}))
     storage = _storage(optuna, out / "study.db")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     probe = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
@@ -449,7 +455,7 @@ def search(
     # a seeded sampler; a resumed or second process starts its stream where the study stands, not from the top
     sampler = optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=sampler, pruner=_make_pruner(pruner, epochs))
+                                sampler=sampler, pruner=_make_pruner(pruner, epochs, first_rung))
     if not study.user_attrs.get("presets_enqueued"):
         study.set_user_attr("presets_enqueued", True)
         for name in presets:
@@ -606,6 +612,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="segmentation: training scenes per epoch of a trial (0: the data set's)")
     g.add_argument("--pruner", choices=PRUNERS, default="sh",
                    help="early stopping: successive halving, Hyperband, median, none")
+    g.add_argument("--min-epochs", type=int, default=None,
+                   help="first epoch at which a trial can be pruned (default: a third of --search-epochs, at least 1)")
     g.add_argument("--presets", nargs="+", default=["all"],
                    help=f"named points tried first: all, none, or names from {' '.join(PRESET_POINTS)}")
     g.add_argument("--seed", type=int, default=0, help="seed of the trials, the split and the sampler")
@@ -628,7 +636,8 @@ def run(args: argparse.Namespace) -> int:
     search(recipe.task, data=data, recipe=recipe, out=args.out, trials=trials, timeout=args.timeout,
                      epochs=args.search_epochs, budget=budget, val_per_class=args.val_per_class,
                      train_per_class=args.search_train_per_class or None, val_count=args.val_count,
-                     num_train=args.search_num_train or None, pruner=args.pruner, presets=presets, seed=args.seed,
+                     num_train=args.search_num_train or None, pruner=args.pruner, min_epochs=args.min_epochs,
+                     presets=presets, seed=args.seed,
                      retrain=args.retrain, seeds=args.seeds, device=device, progress=not args.no_progress)
     out = Path(args.out)
     print("\n" + (out / "pareto.md").read_text())
