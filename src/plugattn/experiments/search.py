@@ -368,7 +368,7 @@ def search(
         num_train: segmentation: training scenes per epoch of a trial (None: the data set's).
         pruner: ``"sh"`` (successive halving), ``"hyperband"``, ``"median"`` or ``"none"``.
         min_epochs: the first epoch at which a trial can be pruned (the first rung); default a third of
-            ``epochs``, at least 1: the first epoch's score, taken during the lr warm-up, ranks trials poorly.
+            ``epochs``, at least 1 (after one epoch, scores barely rank trials).
         presets: named points enqueued first (``"all"``, ``"none"`` or names of :data:`PRESET_POINTS`).
         seed: seed of the trials' training, of the split and of the sampler.
         retrain: how many best points to re-train (Pareto front on extra parameters first, then by score).
@@ -637,8 +637,8 @@ def run(args: argparse.Namespace) -> int:
                      epochs=args.search_epochs, budget=budget, val_per_class=args.val_per_class,
                      train_per_class=args.search_train_per_class or None, val_count=args.val_count,
                      num_train=args.search_num_train or None, pruner=args.pruner, min_epochs=args.min_epochs,
-                     presets=presets, seed=args.seed,
-                     retrain=args.retrain, seeds=args.seeds, device=device, progress=not args.no_progress)
+                     presets=presets, seed=args.seed, retrain=args.retrain, seeds=args.seeds, device=device,
+                     progress=not args.no_progress)
     out = Path(args.out)
     print("\n" + (out / "pareto.md").read_text())
     if (out / "results.md").is_file() and args.retrain:
