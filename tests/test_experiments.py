@@ -375,6 +375,9 @@ def test_compose_specs_name_points_of_the_space(tiny):
                                    "excite_kw": {"rd_ratio": 0.0625}}
     with pytest.raises(ValueError, match="key=value"):
         parse_compose("compose:squeeze")
+    # booleans are booleans: the string "False" would be truthy and silently keep the bias
+    flags = parse_compose("compose:excite=conv2d,excite_kw.bias=False,excite_kw.norm_layer=batchnorm,squeeze_kw.x=none")
+    assert flags["excite_kw"] == {"bias": False, "norm_layer": "batchnorm"} and flags["squeeze_kw"] == {"x": None}
     assert cmp.resolve_modules(["se", text]) == ["baseline", "se", text]
     net = tr.build_model(text, tiny.describe(), tiny_recipe())
     attn = net.layers[0].attn

@@ -17,6 +17,7 @@ optuna = pytest.importorskip("optuna")
 
 from plugattn.cli import main  # noqa: E402
 from plugattn.experiments.data import load_dataset  # noqa: E402
+from plugattn.experiments.models import compose_arg, parse_compose  # noqa: E402
 from plugattn.experiments.search import pareto_front, parse_limit, search, validation_split  # noqa: E402
 from plugattn.experiments.train import Recipe  # noqa: E402
 
@@ -32,6 +33,7 @@ def test_every_point_builds_and_runs(channels):
     for p in points:
         spec = S.to_spec(p, channels)
         assert eval(S.compose_call(spec, 8).replace("plugattn.compose(8,", "dict("), {}) == spec  # exact call
+        assert parse_compose(compose_arg(spec)) == spec  # and `plugattn compare -m` rebuilds the same point
         for c in channels[:2]:
             x = torch.randn(2, c, 9, 7, generator=g)
             y = plugattn.compose(c, **spec)(x)
@@ -108,6 +110,8 @@ def test_resume_continues_the_study(tmp_path, tiny):
     with open(tmp_path / "trials.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 4 and all(row["compose"].startswith("plugattn.compose(channels, ") for row in table)
+    assert all(parse_compose(row["compare_arg"]) == t["spec"]
+               for row, t in zip(table, rows, strict=True))
     with pytest.raises(ValueError, match="another"):  # another recipe in the same folder
         search(data=tiny, recipe=Recipe(epochs=1, batch_size=16), out=tmp_path, trials=4, **KW)
 

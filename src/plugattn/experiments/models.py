@@ -17,19 +17,21 @@ from torch import Tensor
 
 from .. import registry
 
-__all__ = ["BasicBlock", "ResNet", "resolve_attn", "parse_compose", "init_convs_", "resnet"]
+__all__ = ["BasicBlock", "ResNet", "resolve_attn", "parse_compose", "compose_arg", "init_convs_", "resnet"]
 
 AttnSpec = str | dict | type[nn.Module] | Callable[[int], nn.Module] | None
 
 
 COMPOSE_PREFIX = "compose:"
+_CONSTANTS = {"true": True, "false": False, "none": None}
 
 
 def parse_compose(text: str) -> dict:
     """``"compose:squeeze=avg+max,merge=shared,excite_kw.kernel_size=5"`` → the keywords of :func:`plugattn.compose`.
 
     ``key=value`` pairs after ``compose:``, comma-separated; ``a.b=v`` sets ``a={"b": v}``; integer and float
-    values are converted. This is how ``plugattn compare -m`` names a point of the design space.
+    values are converted, and ``True``/``False``/``None`` (any case) become Python's. This is how
+    ``plugattn compare -m`` names a point of the design space.
 
     Examples:
         >>> parse_compose("compose:squeeze=cluster,excite_kw.rd_ratio=0.25")
@@ -42,8 +44,8 @@ def parse_compose(text: str) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"compose spec {text!r}: {item!r} is not key=value")
-        value: int | float | str = raw
-        for conv in (int, float):
+        value: int | float | str | bool | None = _CONSTANTS.get(raw.lower(), raw)
+        for conv in (int, float) if value is raw else ():
             try:
                 value = conv(raw)
                 break
@@ -55,6 +57,24 @@ def parse_compose(text: str) -> dict:
         else:
             spec[key] = value
     return spec
+
+
+def compose_arg(spec: dict) -> str:
+    """The ``"compose:..."`` text of :func:`plugattn.compose` keywords, the inverse of :func:`parse_compose`.
+
+    Examples:
+        >>> compose_arg({"squeeze": "cluster", "excite_kw": {"rd_ratio": 0.25, "bias": False}})
+        'compose:squeeze=cluster,excite_kw.rd_ratio=0.25,excite_kw.bias=False'
+    """
+    items = []
+    for key, value in spec.items():
+        for k, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+            text = str(v)
+            if not isinstance(v, str | int | float | bool | None) or any(c in text for c in ",="):
+                raise ValueError(f"compose_arg: {key}{'.' + k if k else ''}={v!r} cannot be written as a compose "
+                                 f"spec (a name, number, bool or None without ',' or '=')")
+            items.append(f"{key}{'.' + k if k else ''}={text}")
+    return COMPOSE_PREFIX + ",".join(items)
 
 
 def resolve_attn(attn_layer: AttnSpec) -> Callable[[int], nn.Module] | None:

@@ -31,6 +31,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +42,7 @@ import torch
 from ..space.search_space import PRESET_POINTS, compose_call, point_key, suggest, to_spec
 from .compare import input_shape, markdown_table, model_cost, summarize
 from .data import ImageData, balanced_subset, load_dataset
+from .models import compose_arg
 from .segdata import SegData
 from .train import (
     Recipe,
@@ -184,7 +186,8 @@ def _trial_rows(study: Any) -> list[dict[str, Any]]:
             "extra_params": a.get("extra_params"), "extra_flops": a.get("extra_flops"),
             "extra_latency_pct": a.get("extra_latency_pct"),
             "duration_s": t.duration.total_seconds() if t.duration is not None else None,
-            "compose": a.get("compose", ""), "spec": a.get("spec"), "decisions": dict(t.params),
+            "compose": a.get("compose", ""), "compare_arg": compose_arg(a["spec"]) if a.get("spec") else "",
+            "spec": a.get("spec"), "decisions": dict(t.params),
         })
     return rows
 
@@ -211,7 +214,7 @@ def write_outputs(study: Any, out: Path, metric: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials.json").write_text(json.dumps(rows, indent=1))
     cols = ["number", "state", "value", "last_value", "epochs", "preset", "note", "params", "flops", "latency_ms",
-            "extra_params", "extra_flops", "extra_latency_pct", "duration_s", "compose"]
+            "extra_params", "extra_flops", "extra_latency_pct", "duration_s", "compose", "compare_arg"]
     with open(out / "trials.csv", "w", newline="") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()
@@ -495,7 +498,9 @@ def search(
                 continue
             # feasible when ≤ 0 (optuna's convention); scaled by the baseline so the constraints are comparable
             if hasattr(trial, "set_constraint"):
-                trial.set_constraint(k, (extra[k] - lim) / max(base[k], 1e-9))
+                with warnings.catch_warnings():  # a re-queued trial keeps its constraints (same point)
+                    warnings.filterwarnings("ignore", message="The constraint value is ignored")
+                    trial.set_constraint(k, (extra[k] - lim) / max(base[k], 1e-9))
             if extra[k] > lim:
                 over.append(f"extra {k} {extra[k]:.4g} > {lim:.4g}")
         if over:
