@@ -166,3 +166,11 @@ def test_cli_search_with_retrain(tmp_path, capsys):
     assert (tmp_path / "pareto.md").is_file()
     assert main(["search", "--out", str(tmp_path), "--max-latency", "3"]) == 2  # relative only
     assert "max_latency" in capsys.readouterr().err
+
+
+def test_best_points_take_the_front_first():
+    from plugattn.experiments.search import best_points
+
+    summary = {"scored": [5, 3, 7, 2], "front": {"extra_params": [2, 5]}}  # scored: best first; #2 cheap but weak
+    assert best_points(summary, 3) == [5, 2, 3]
+    assert best_points(summary, 9) == [5, 2, 3, 7]

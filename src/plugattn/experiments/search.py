@@ -59,8 +59,8 @@ from .train import (
     train_run,
 )
 
-__all__ = ["search", "validation_split", "parse_limit", "pareto_front", "write_outputs", "add_arguments", "run",
-           "HELP", "PRUNERS"]
+__all__ = ["search", "best_points", "validation_split", "parse_limit", "pareto_front", "write_outputs",
+           "add_arguments", "run", "HELP", "PRUNERS"]
 
 HELP = ("search the attention design space (optuna TPE + successive halving) for the best composition under a cost "
         "budget, then re-train the best points with several seeds")
@@ -558,13 +558,21 @@ def search(
     return summary
 
 
+def best_points(summary: dict, k: int) -> list[int]:
+    """The ``k`` trials to re-train: the front on extra parameters by score, then the other completed points.
+
+    ``summary``: what :func:`search` returns, or ``OUT/summary.json``.
+    """
+    front = set(summary["front"]["extra_params"])
+    scored = summary["scored"]  # completed points, best score first
+    return ([n for n in scored if n in front] + [n for n in scored if n not in front])[:k]
+
+
 def _retrain(summary: dict, data: Any, recipe: Recipe, out: Path, k: int, seeds: int, device: Any, progress: bool,
              shape: tuple[int, ...], log: bool) -> dict[str, Any]:
     """Re-train the best ``k`` points and the baseline with ``seeds`` seeds on the whole training set; results.md."""
     rows = {r["number"]: r for r in summary["trials"]}
-    order = list(summary["front"]["extra_params"])[::-1]  # the front from its best score down
-    order = sorted(order, key=lambda n: -rows[n]["value"]) + [n for n in summary["scored"] if n not in order]
-    picked = order[:k]
+    picked = best_points(summary, k)
     jobs: list[tuple[str, dict | None]] = [("baseline", None)] + [(f"trial{n}", rows[n]["spec"]) for n in picked]
     results, costs, names = [], {}, {}
     meta = data.describe()
