@@ -174,3 +174,25 @@ def test_best_points_take_the_front_first():
     summary = {"scored": [5, 3, 7, 2], "front": {"extra_params": [2, 5]}}  # scored: best first; #2 cheap but weak
     assert best_points(summary, 3) == [5, 2, 3]
     assert best_points(summary, 9) == [5, 2, 3, 7]
+
+
+def test_a_point_another_process_trained_is_reused(tmp_path, tiny, monkeypatch):
+    import plugattn.experiments.search as search_mod
+
+    channels = tuple(Recipe().widths)
+    se, eca = (S.to_spec(S.PRESET_POINTS[n][0], channels) for n in ("se", "eca"))
+    real, trained = search_mod.train_run, []
+
+    def train_run(spec, *args, **kw):  # while this process trains its first point, another one finishes eca
+        if not trained:
+            other = optuna.load_study(study_name="search", storage=f"sqlite:///{tmp_path / 'study.db'}")
+            cost = {"extra_params": 9, "extra_flops": 9, "extra_latency_pct": 1.0}
+            other.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"spec": eca, **cost}))
+        trained.append(spec)
+        return real(spec, *args, **kw)
+
+    monkeypatch.setattr(search_mod, "train_run", train_run)
+    search(data=tiny, recipe=Recipe(epochs=1, batch_size=32), out=tmp_path, trials=3, **KW)  # se, (eca), coord
+    rows = {t["number"]: t for t in json.loads((tmp_path / "trials.json").read_text())}
+    assert trained[0] == se and eca not in trained and len(trained) == 2  # eca is not re-trained
+    assert rows[1]["preset"] == "eca" and rows[1]["note"] == "same point as #3" and rows[1]["value"] == 0.5

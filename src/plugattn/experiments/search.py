@@ -468,9 +468,15 @@ def search(
             study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=True)
 
     costs: dict[str, dict[str, float]] = {}
-    done_specs = {json.dumps(t.user_attrs.get("spec"), sort_keys=True): t.number
-                  for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                  if not t.user_attrs.get("rejected") and not t.user_attrs.get("duplicate_of")}
+
+    def trained_before(key: str) -> Any:
+        """A completed, trained trial of the same point, read from the storage: another process may have run it."""
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            a = t.user_attrs
+            if not a.get("duplicate_of") and json.dumps(a.get("spec"), sort_keys=True) == key:
+                return t
+        return None
+
     evaluate_fn = evaluate_segmentation if seg else evaluate
     t0 = time.perf_counter()
 
@@ -506,8 +512,8 @@ def search(
         if over:
             trial.set_user_attr("rejected", "over budget: " + "; ".join(over))
             raise optuna.TrialPruned("over budget")
-        if key in done_specs:  # the sampler repeats itself in a finite space: reuse, do not re-train
-            prev = study.get_trials(deepcopy=False)[done_specs[key]]
+        prev = trained_before(key)
+        if prev is not None:  # the sampler repeats itself in a finite space: reuse, do not re-train
             trial.set_user_attr("duplicate_of", f"same point as #{prev.number}")
             return float(prev.value)
 
@@ -520,7 +526,6 @@ def search(
 
         res = train_run(spec, seed, split, search_recipe, device=device, progress=progress,
                         desc=f"trial {trial.number}", on_epoch=on_epoch)
-        done_specs[key] = trial.number
         return float(res["test_" + metric])  # the split's test part is the validation set
 
     def log_trial(study: Any, t: Any) -> None:
