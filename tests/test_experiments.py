@@ -379,6 +379,7 @@ def test_compose_specs_name_points_of_the_space(tiny):
     flags = parse_compose("compose:excite=conv2d,excite_kw.bias=False,excite_kw.norm_layer=batchnorm,squeeze_kw.x=none")
     assert flags["excite_kw"] == {"bias": False, "norm_layer": "batchnorm"} and flags["squeeze_kw"] == {"x": None}
     assert cmp.resolve_modules(["se", text]) == ["baseline", "se", text]
+    assert cmp.plot_label(text) == "avg h+w axial excite_kw.rd_ratio=0.0625" and cmp.plot_label("se") == "se"
     net = tr.build_model(text, tiny.describe(), tiny_recipe())
     attn = net.layers[0].attn
     assert isinstance(attn, plugattn.space.ComposedAttention)

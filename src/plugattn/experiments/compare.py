@@ -31,7 +31,7 @@ import torch
 from .. import registry
 from ..analysis.cost import count_flops, count_params, human
 from .data import ImageData, load_dataset
-from .models import COMPOSE_PREFIX
+from .models import COMPOSE_PREFIX, parse_compose
 from .segdata import SegData, load_segmentation
 from .segmodels import SEG_HEADS, seg_networks
 from .train import (
@@ -247,6 +247,7 @@ def write_report(summary: dict, out: Path) -> list[Path]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'plugattn[plot]')")
         return written
@@ -262,8 +263,9 @@ def write_report(summary: dict, out: Path) -> list[Path]:
         c = "k" if r["module"] == "baseline" else f"C{i % 10}"
         ax.plot([i] * len(r[k]), r[k], "o", color=c, alpha=0.45, ms=5)
         ax.errorbar(i + 0.18, r[k + "_mean"], yerr=r[k + "_std"], fmt="D", color=c, capsize=3, ms=5)
-    ax.set_xticks(range(len(ranked)), [r["module"] for r in ranked], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel(f"{label}: seeds (dots), mean ± std (diamond)")
+    ax.set_xticks(range(len(ranked)), [plot_label(r["module"]) for r in ranked], rotation=35, ha="right",
+                  fontsize=8)
+    ax.set_ylabel(f"{label}\nseeds (dots), mean ± std (diamond)")
     ax.grid(alpha=0.3, axis="y")
     for ax, key, xlabel in ((axes[1], "params", "parameters (whole model)"), (axes[2], "flops", "FLOPs per image")):
         if base is not None:
@@ -273,9 +275,16 @@ def write_report(summary: dict, out: Path) -> list[Path]:
         for r in ranked[::-1]:  # legend from best to worst
             c = "k" if r["module"] == "baseline" else f"C{ranked.index(r) % 10}"
             ax.errorbar(r[key], r[k + "_mean"], yerr=r[k + "_std"], fmt="D", capsize=3, color=c, ms=5,
-                        label=r["module"])
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel + " (log)")
+                        label=plot_label(r["module"]))
+        values = [r[key] for r in rows]
+        if max(values) > 4 * min(values):  # a log axis only where the costs span a wide range
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            xlabel += " (log)"
+        else:
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+        ax.xaxis.set_major_formatter(ticker.EngFormatter())
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3, which="both")
         ax.set_ylabel(f"{label}, mean ± std")
     axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
@@ -286,6 +295,17 @@ def write_report(summary: dict, out: Path) -> list[Path]:
     plt.close(fig)
     written.append(png)
     return written
+
+
+def plot_label(module: str) -> str:
+    """A short label for plots: ``"compose:squeeze=avg,excite=conv1d,gate=tanh"`` → ``"avg conv1d tanh"``."""
+    if not module.startswith(COMPOSE_PREFIX):
+        return module
+    spec = parse_compose(module)
+    main = [str(spec.pop(k)) for k in ("squeeze", "axes", "excite", "gate", "reweight") if k in spec]
+    for k, v in spec.items():
+        main += [f"{k}.{i}={w}" for i, w in v.items()] if isinstance(v, dict) else [f"{k}={v}"]
+    return " ".join(main)
 
 
 def compare(
