@@ -256,11 +256,12 @@ def write_report(summary: dict, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), gridspec_kw={"width_ratios": [1.2, 1, 1]})
     base = next((r for r in rows if r["module"] == "baseline"), None)
     ranked = sorted(rows, key=lambda r: r[k + "_mean"])
+    palette = [f"C{i}" for i in range(10)] if len(rows) <= 10 else [plt.get_cmap("tab20")(i) for i in range(20)]
     ax = axes[0]  # every seed's score, modules sorted by mean
     if base is not None:
         ax.axhspan(base[k + "_mean"] - base[k + "_std"], base[k + "_mean"] + base[k + "_std"], color="0.88", zorder=0)
     for i, r in enumerate(ranked):
-        c = "k" if r["module"] == "baseline" else f"C{i % 10}"
+        c = "k" if r["module"] == "baseline" else palette[i % len(palette)]
         ax.plot([i] * len(r[k]), r[k], "o", color=c, alpha=0.45, ms=5)
         ax.errorbar(i + 0.18, r[k + "_mean"], yerr=r[k + "_std"], fmt="D", color=c, capsize=3, ms=5)
     ax.set_xticks(range(len(ranked)), [plot_label(r["module"]) for r in ranked], rotation=35, ha="right",
@@ -273,7 +274,7 @@ def write_report(summary: dict, out: Path) -> list[Path]:
                        zorder=0)
             ax.axhline(base[k + "_mean"], color="0.5", lw=1, zorder=0)
         for r in ranked[::-1]:  # legend from best to worst
-            c = "k" if r["module"] == "baseline" else f"C{ranked.index(r) % 10}"
+            c = "k" if r["module"] == "baseline" else palette[ranked.index(r) % len(palette)]
             ax.errorbar(r[key], r[k + "_mean"], yerr=r[k + "_std"], fmt="D", capsize=3, color=c, ms=5,
                         label=plot_label(r["module"]))
         values = [r[key] for r in rows]
