@@ -96,12 +96,18 @@ def tiny():
 KW = dict(epochs=1, val_per_class=6, train_per_class=None, presets=["se", "eca", "coord"], retrain=0, log=False)
 
 
-def test_resume_continues_the_study(tmp_path, tiny):
+def test_resume_continues_the_study(tmp_path, tiny, monkeypatch):
     r = Recipe(epochs=1, batch_size=32)
     search(data=tiny, recipe=r, out=tmp_path, trials=2, **KW)
     first = {t["number"]: t for t in json.loads((tmp_path / "trials.json").read_text()) if t["state"] != "WAITING"}
     assert len(first) == 2 and {t["preset"] for t in first.values()} == {"se", "eca"}
+    import plugattn.experiments.search as search_mod
+
+    specs = []
+    real = search_mod.train_run
+    monkeypatch.setattr(search_mod, "train_run", lambda spec, *a, **kw: (specs.append(spec), real(spec, *a, **kw))[1])
     search(data=tiny, recipe=r, out=tmp_path, trials=4, **KW)
+    assert None not in specs and len(specs) == 2  # resumed: the baseline is not trained again, two new trials are
     rows = json.loads((tmp_path / "trials.json").read_text())
     assert [t["number"] for t in rows] == [0, 1, 2, 3] and "WAITING" not in {t["state"] for t in rows}
     for n in (0, 1):  # the first two are kept, not re-run
@@ -194,5 +200,7 @@ def test_a_point_another_process_trained_is_reused(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(search_mod, "train_run", train_run)
     search(data=tiny, recipe=Recipe(epochs=1, batch_size=32), out=tmp_path, trials=3, **KW)  # se, (eca), coord
     rows = {t["number"]: t for t in json.loads((tmp_path / "trials.json").read_text())}
-    assert trained[0] == se and eca not in trained and len(trained) == 2  # eca is not re-trained
+    assert trained[0] is None and trained[1] == se  # the baseline (the front's reference line) comes first
+    assert eca not in trained and len(trained) == 3  # eca is not re-trained: se, coord
+    assert "Baseline (no attention)" in (tmp_path / "pareto.md").read_text()
     assert rows[1]["preset"] == "eca" and rows[1]["note"] == "same point as #3" and rows[1]["value"] == 0.5

@@ -7,7 +7,8 @@ with one seed on a training split and scores it on a validation split carved fro
 is never used to select). The sampler is optuna's TPE (seeded); weak trials are stopped early by successive
 halving (or Hyperband) on the validation score reported after every epoch. The study lives in an optuna RDB
 (``OUT/study.db``, SQLite), so a search that stops resumes where it stopped, and several processes may run the
-same command on the same ``OUT`` at once.
+same command on the same ``OUT`` at once. Before the first trial, the baseline (no attention) is trained once on
+the same split for the same epochs: the reference line of the front.
 
 Then, in ``OUT/``: ``trials.csv`` / ``trials.json`` (every trial: state, validation score, cost, the exact
 ``plugattn.compose(...)`` call), the Pareto front of validation score against extra parameters and FLOPs
@@ -221,9 +222,12 @@ def write_outputs(study: Any, out: Path, metric: str) -> dict[str, Any]:
         w.writerows(rows)
     scored = _scored(rows)
     fronts = {}
+    base = study.user_attrs.get("baseline_value")
     md = [f"# Pareto front: validation {metric} against extra cost", "",
           "Completed trials only (one seed each, validation split of the training data); a point is on the front "
           "when no other point is at least as good for less or equal cost.", ""]
+    if base is not None:
+        md += [f"Baseline (no attention), same split, epochs and seed: {100 * base:.2f}%.", ""]
     for cost in ("extra_params", "extra_flops"):
         idx = pareto_front([(r[cost], r["value"]) for r in scored])
         fronts[cost] = [scored[i]["number"] for i in idx]
@@ -236,11 +240,11 @@ def write_outputs(study: Any, out: Path, metric: str) -> dict[str, Any]:
                       f"{r['extra_latency_pct']:+.1f} | `{r['compose']}` |")
         md.append("")
     (out / "pareto.md").write_text("\n".join(md))
-    _plot(rows, scored, fronts, out / "pareto.png", metric)
-    return {"trials": rows, "front": fronts, "scored": [r["number"] for r in scored]}
+    _plot(rows, scored, fronts, out / "pareto.png", metric, base)
+    return {"trials": rows, "front": fronts, "scored": [r["number"] for r in scored], "baseline_value": base}
 
 
-def _plot(rows: list[dict], scored: list[dict], fronts: dict, path: Path, metric: str) -> None:
+def _plot(rows: list[dict], scored: list[dict], fronts: dict, path: Path, metric: str, base: float | None) -> None:
     try:
         import matplotlib
 
@@ -258,6 +262,8 @@ def _plot(rows: list[dict], scored: list[dict], fronts: dict, path: Path, metric
                 label="completed")
         f = [by_num[n] for n in fronts[cost]]
         ax.step([r[cost] for r in f], [100 * r["value"] for r in f], "-", where="post", color="C3", label="front")
+        if base is not None:
+            ax.axhline(100 * base, color="k", lw=1, ls="--", label="baseline (no attention)")
         for r in scored:
             if r["preset"]:
                 ax.annotate(r["preset"], (r[cost], 100 * r["value"]), fontsize=7, xytext=(3, 3),
@@ -466,6 +472,12 @@ def search(
             if params["squeeze"] == "dct" and any(c % 16 for c in channels):
                 continue
             study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=True)
+
+    if study.user_attrs.get("baseline_value") is None:  # the reference line of the front: same split, same epochs
+        res = train_run(None, seed, split, search_recipe, device=device, progress=progress, desc="baseline")
+        study.set_user_attr("baseline_value", float(res["test_" + metric]))
+        if log:
+            print(f"baseline (no attention): val {metric} {100 * res['test_' + metric]:.2f}%", flush=True)
 
     costs: dict[str, dict[str, float]] = {}
 
