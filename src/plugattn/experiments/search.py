@@ -262,13 +262,15 @@ def _plot(rows: list[dict], scored: list[dict], fronts: dict, path: Path, metric
                 label="completed")
         f = [by_num[n] for n in fronts[cost]]
         ax.step([r[cost] for r in f], [100 * r["value"] for r in f], "-", where="post", color="C3", label="front")
-        if base is not None:
-            ax.axhline(100 * base, color="k", lw=1, ls="--", label="baseline (no attention)")
         for r in scored:
             if r["preset"]:
                 ax.annotate(r["preset"], (r[cost], 100 * r["value"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
         ax.set_xscale("symlog", linthresh=100)
+        if base is not None:  # across the points' range (axhline would widen a symlog axis to negative costs)
+            lo, hi = ax.get_xlim()
+            ax.hlines(100 * base, lo, hi, color="k", lw=1, ls="--", label="baseline (no attention)")
+            ax.set_xlim(lo, hi)
         ax.set_xlabel(cost.replace("_", " ") + " over the baseline (symlog)")
         ax.set_ylabel(f"validation {metric} (%)")
         ax.grid(alpha=0.3)
