@@ -68,12 +68,12 @@ def compose_arg(spec: dict) -> str:
     """
     items = []
     for key, value in spec.items():
-        for k, v in (value.items() if isinstance(value, dict) else [(None, value)]):
-            text = str(v)
-            if not isinstance(v, str | int | float | bool | None) or any(c in text for c in ",="):
-                raise ValueError(f"compose_arg: {key}{'.' + k if k else ''}={v!r} cannot be written as a compose "
-                                 f"spec (a name, number, bool or None without ',' or '=')")
-            items.append(f"{key}{'.' + k if k else ''}={text}")
+        pairs = [(f"{key}.{k}", v) for k, v in value.items()] if isinstance(value, dict) else [(key, value)]
+        for name, v in pairs:
+            if not isinstance(v, str | int | float | bool | None) or any(c in str(v) for c in ",="):
+                raise ValueError(f"compose_arg: {name}={v!r} cannot be written as a compose spec (a name, number, "
+                                 f"bool or None without ',' or '=')")
+            items.append(f"{name}={v}")
     return COMPOSE_PREFIX + ",".join(items)
 
 

@@ -477,9 +477,10 @@ def search(
 
     if study.user_attrs.get("baseline_value") is None:  # the reference line of the front: same split, same epochs
         res = train_run(None, seed, split, search_recipe, device=device, progress=progress, desc="baseline")
-        study.set_user_attr("baseline_value", float(res["test_" + metric]))
+        value = float(res["test_" + metric])
+        study.set_user_attr("baseline_value", value)
         if log:
-            print(f"baseline (no attention): val {metric} {100 * res['test_' + metric]:.2f}%", flush=True)
+            print(f"baseline (no attention): val {metric} {100 * value:.2f}%", flush=True)
 
     costs: dict[str, dict[str, float]] = {}
 
